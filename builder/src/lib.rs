@@ -1,1 +1,5 @@
-pub fn placeholder() {}
+//! Cairn's image builder as a library; `src/main.rs` is a thin CLI over it.
+
+pub mod content;
+pub mod esp;
+pub mod manifest;

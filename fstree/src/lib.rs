@@ -207,7 +207,9 @@ impl<R: Read> Read for ExactReader<R> {
             }
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -227,8 +229,14 @@ pub enum Kind {
     /// Entries sorted by name bytes.
     Dir(BTreeMap<Vec<u8>, NodeId>),
     Symlink(Vec<u8>),
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
     Socket,
 }
@@ -394,11 +402,19 @@ impl Tree {
         for c in parents {
             let next = match self.entries(cur) {
                 Some(e) => e.get(*c).copied(),
-                None => return Err(Error::ParentNotDir { path: display(path) }),
+                None => {
+                    return Err(Error::ParentNotDir {
+                        path: display(path),
+                    })
+                }
             };
             cur = match next {
                 Some(id) if self.node(id).is_dir() => id,
-                Some(_) => return Err(Error::ParentNotDir { path: display(path) }),
+                Some(_) => {
+                    return Err(Error::ParentNotDir {
+                        path: display(path),
+                    })
+                }
                 None => {
                     let id = self.push(Node::new(Kind::empty_dir(), dir_meta.clone()));
                     self.dir_mut(cur)?.insert(c.to_vec(), id);
@@ -466,7 +482,9 @@ impl Tree {
     /// Makes `path` a hard link to the existing non-directory `target`.
     pub fn link(&mut self, path: &Path, target: NodeId) -> Result<(), Error> {
         if self.node(target).is_dir() {
-            return Err(Error::HardLinkToDir { path: display(path) });
+            return Err(Error::HardLinkToDir {
+                path: display(path),
+            });
         }
         let (parent, name) = self.parent_of(path, &Meta::root(0o755))?;
         self.dir_mut(parent)?.insert(name.to_vec(), target);
@@ -487,12 +505,16 @@ impl Tree {
             cur = *self
                 .entries(cur)
                 .and_then(|e| e.get(*c))
-                .ok_or_else(|| Error::NotFound { path: display(path) })?;
+                .ok_or_else(|| Error::NotFound {
+                    path: display(path),
+                })?;
         }
         self.dir_mut(cur)
             .ok()
             .and_then(|e| e.remove(*last))
-            .ok_or_else(|| Error::NotFound { path: display(path) })
+            .ok_or_else(|| Error::NotFound {
+                path: display(path),
+            })
     }
 
     /// Every reachable node in depth-first order, entries sorted by name,
@@ -535,9 +557,9 @@ impl Tree {
     /// link stays in the original tree and its copy is duplicated into the
     /// new one.
     pub fn split_off(&mut self, path: &Path) -> Result<Tree, Error> {
-        let id = self
-            .lookup(path)
-            .ok_or_else(|| Error::NotFound { path: display(path) })?;
+        let id = self.lookup(path).ok_or_else(|| Error::NotFound {
+            path: display(path),
+        })?;
         if !self.node(id).is_dir() {
             return Err(Error::InvalidPath {
                 path: display(path),
@@ -584,7 +606,10 @@ mod tests {
     use super::*;
 
     fn file(bytes: &[u8]) -> Node {
-        Node::new(Kind::File(FileData::inline(bytes.to_vec())), Meta::root(0o644))
+        Node::new(
+            Kind::File(FileData::inline(bytes.to_vec())),
+            Meta::root(0o644),
+        )
     }
 
     fn paths(t: &Tree) -> Vec<String> {
@@ -602,7 +627,15 @@ mod tests {
         t.insert(Path::new("/etc/x"), file(b"x")).unwrap();
         assert_eq!(
             paths(&t),
-            ["/", "/etc", "/etc/x", "/usr", "/usr/bin", "/usr/bin/a", "/usr/bin/b"]
+            [
+                "/",
+                "/etc",
+                "/etc/x",
+                "/usr",
+                "/usr/bin",
+                "/usr/bin/a",
+                "/usr/bin/b"
+            ]
         );
     }
 
@@ -623,7 +656,10 @@ mod tests {
         let a = t.lookup(Path::new("/a")).unwrap();
         assert_eq!(t.node(a).meta.mode, 0o700);
         assert_eq!(t.node(a).meta.uid, 1000);
-        assert!(t.lookup(Path::new("/a/x")).is_some(), "merge keeps children");
+        assert!(
+            t.lookup(Path::new("/a/x")).is_some(),
+            "merge keeps children"
+        );
         // A file over a directory drops the directory's subtree.
         t.insert(Path::new("/a"), file(b"f")).unwrap();
         assert!(t.lookup(Path::new("/a/x")).is_none());
@@ -690,7 +726,10 @@ mod tests {
             short.read_all().unwrap_err().kind(),
             io::ErrorKind::InvalidData
         );
-        let long = FileData::Path { path: p.clone(), len: 20 };
+        let long = FileData::Path {
+            path: p.clone(),
+            len: 20,
+        };
         assert_eq!(
             long.read_all().unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof

@@ -1,0 +1,226 @@
+//! The EFI system partition: FAT32 written with the `fatfs` crate, with
+//! every timestamp fixed to the build's `SOURCE_DATE_EPOCH` and the volume
+//! id derived from the manifest, so that it is reproducible.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use fatfs::{Date, DateTime, FatType, FormatVolumeOptions, FsOptions, Time, TimeProvider};
+
+/// Smallest number of clusters a FAT32 volume may have.
+const FAT32_MIN_CLUSTERS: u64 = 65525;
+
+/// A byte range of an image file, seen as a whole device.
+#[derive(Debug)]
+pub struct Region<'a> {
+    file: &'a File,
+    start: u64,
+    len: u64,
+    pos: u64,
+}
+
+impl<'a> Region<'a> {
+    pub fn new(file: &'a File, start: u64, len: u64) -> Region<'a> {
+        Region {
+            file,
+            start,
+            len,
+            pos: 0,
+        }
+    }
+
+    fn left(&self, want: usize) -> usize {
+        want.min(usize::try_from(self.len.saturating_sub(self.pos)).unwrap_or(usize::MAX))
+    }
+}
+
+impl Read for Region<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.left(buf.len());
+        let n = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Write for Region<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.left(buf.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
+        }
+        self.file.write_all_at(&buf[..n], self.start + self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Region<'_> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) if p <= self.len => {
+                self.pos = p;
+                Ok(p)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek outside the partition",
+            )),
+        }
+    }
+}
+
+/// fatfs asks a `'static` provider for the time; this one answers with the
+/// build's epoch, which is set before each ESP is written.
+#[derive(Debug)]
+struct FixedTime;
+
+static EPOCH: AtomicI64 = AtomicI64::new(315_532_800); // 1980-01-01
+static FIXED_TIME: FixedTime = FixedTime;
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// FAT can store 1980..=2107; anything outside is clamped.
+fn fat_datetime(epoch: i64) -> DateTime {
+    let epoch = epoch.clamp(315_532_800, 4_354_819_199);
+    let (y, m, d) = civil_from_days(epoch.div_euclid(86_400));
+    let secs = epoch.rem_euclid(86_400);
+    DateTime {
+        date: Date {
+            year: y as u16,
+            month: m as u16,
+            day: d as u16,
+        },
+        time: Time {
+            hour: (secs / 3600) as u16,
+            min: (secs / 60 % 60) as u16,
+            sec: (secs % 60) as u16,
+            millis: 0,
+        },
+    }
+}
+
+impl TimeProvider for FixedTime {
+    fn get_current_date(&self) -> Date {
+        fat_datetime(EPOCH.load(Ordering::Relaxed)).date
+    }
+    fn get_current_date_time(&self) -> DateTime {
+        fat_datetime(EPOCH.load(Ordering::Relaxed))
+    }
+}
+
+/// A file to put on the ESP.
+#[derive(Debug, Clone)]
+pub struct EspFile {
+    /// Path with `/` separators, e.g. `EFI/BOOT/BOOTX64.EFI`.
+    pub path: String,
+    pub data: Vec<u8>,
+}
+
+/// Formats `len` bytes at `start` of `file` as FAT32 labelled `EFI-SYSTEM`
+/// and fills it with `dirs` and `files`.
+pub fn write(
+    file: &File,
+    start: u64,
+    len: u64,
+    volume_id: u32,
+    epoch: i64,
+    dirs: &[&str],
+    files: &[EspFile],
+) -> io::Result<()> {
+    EPOCH.store(epoch, Ordering::Relaxed);
+    // The largest cluster (up to 4 KiB) that still leaves FAT32 enough
+    // clusters; the manifest guarantees at least 33 MiB.
+    let mut cluster = 4096u32;
+    while cluster > 512 && len / u64::from(cluster) < FAT32_MIN_CLUSTERS + 1024 {
+        cluster /= 2;
+    }
+    let mut label = [b' '; 11];
+    label[..10].copy_from_slice(b"EFI-SYSTEM");
+    let total_sectors = u32::try_from(len / 512)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "ESP larger than FAT32 allows"))?;
+    fatfs::format_volume(
+        Region::new(file, start, len),
+        FormatVolumeOptions::new()
+            .fat_type(FatType::Fat32)
+            .bytes_per_sector(512)
+            .bytes_per_cluster(cluster)
+            .total_sectors(total_sectors)
+            .volume_id(volume_id)
+            .volume_label(label),
+    )?;
+    let fs = fatfs::FileSystem::new(
+        Region::new(file, start, len),
+        FsOptions::new()
+            .update_accessed_date(false)
+            .time_provider(&FIXED_TIME),
+    )?;
+    {
+        let root = fs.root_dir();
+        for d in dirs {
+            let mut cur = root.clone();
+            for part in d.split('/').filter(|p| !p.is_empty()) {
+                cur = cur.create_dir(part)?;
+            }
+        }
+        for f in files {
+            let (dir, name) = match f.path.rsplit_once('/') {
+                Some((d, n)) => (d, n),
+                None => ("", f.path.as_str()),
+            };
+            let mut cur = root.clone();
+            for part in dir.split('/').filter(|p| !p.is_empty()) {
+                cur = cur.create_dir(part)?;
+            }
+            let mut out = cur.create_file(name)?;
+            out.truncate()?;
+            out.write_all(&f.data)?;
+            out.flush()?;
+        }
+    }
+    fs.unmount()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let dt = fat_datetime(1_700_000_000); // 2023-11-14 22:13:20 UTC
+        assert_eq!((dt.date.year, dt.date.month, dt.date.day), (2023, 11, 14));
+        assert_eq!((dt.time.hour, dt.time.min, dt.time.sec), (22, 13, 20));
+        assert_eq!(fat_datetime(0).date.year, 1980);
+    }
+}
