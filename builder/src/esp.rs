@@ -205,7 +205,52 @@ pub fn write(
             out.flush()?;
         }
     }
+    // Counting free clusters fills in the FSInfo free-cluster summary,
+    // which fatfs otherwise leaves "unknown" (fsck.vfat reports that).
+    fs.stats()?;
     fs.unmount()?;
+    fix_dotdot(file, start)
+}
+
+/// fatfs 0.3 points the `..` entry of a directory in the root at the root
+/// directory's cluster; FAT requires cluster 0 there (fsck.vfat: "Invalid
+/// '..' entry"). Patch the first-level directories after the fact.
+fn fix_dotdot(file: &File, start: u64) -> io::Result<()> {
+    let mut bpb = [0u8; 512];
+    file.read_exact_at(&mut bpb, start)?;
+    let bytes_per_sector = u64::from(u16::from_le_bytes([bpb[11], bpb[12]]));
+    let sectors_per_cluster = u64::from(bpb[13]);
+    let reserved = u64::from(u16::from_le_bytes([bpb[14], bpb[15]]));
+    let fats = u64::from(bpb[16]);
+    let fat_size = u64::from(u32::from_le_bytes([bpb[36], bpb[37], bpb[38], bpb[39]]));
+    let root_cluster = u32::from_le_bytes([bpb[44], bpb[45], bpb[46], bpb[47]]);
+    let cluster_bytes = bytes_per_sector * sectors_per_cluster;
+    let data_start = start + (reserved + fats * fat_size) * bytes_per_sector;
+    let cluster_at = |c: u32| data_start + (u64::from(c).saturating_sub(2)) * cluster_bytes;
+    // The root holds only a few entries, all in its first cluster.
+    let mut root = vec![0u8; cluster_bytes as usize];
+    file.read_exact_at(&mut root, cluster_at(root_cluster))?;
+    for e in root.chunks_exact(32) {
+        let attr = e[11];
+        if e[0] == 0 {
+            break;
+        }
+        if e[0] == 0xe5 || attr == 0x0f || attr & 0x10 == 0 || e[0] == b'.' {
+            continue;
+        }
+        let cluster = u32::from(u16::from_le_bytes([e[20], e[21]])) << 16
+            | u32::from(u16::from_le_bytes([e[26], e[27]]));
+        let dotdot = cluster_at(cluster) + 32;
+        let mut d = [0u8; 32];
+        file.read_exact_at(&mut d, dotdot)?;
+        let points_to = u32::from(u16::from_le_bytes([d[20], d[21]])) << 16
+            | u32::from(u16::from_le_bytes([d[26], d[27]]));
+        if &d[..2] == b".." && points_to == root_cluster {
+            d[20..22].fill(0);
+            d[26..28].fill(0);
+            file.write_all_at(&d, dotdot)?;
+        }
+    }
     Ok(())
 }
 

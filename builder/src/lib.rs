@@ -1,5 +1,17 @@
 //! Cairn's image builder as a library; `src/main.rs` is a thin CLI over it.
+//!
+//! - [`manifest`]: the TOML manifest and its `extends` chain.
+//! - [`content`]: directory, tar and .deb sources merged into one tree.
+//! - [`layout`]: partitions, GUIDs, and how a USR slot is divided.
+//! - [`image`]: the build itself (filesystems, verity, ESP, GPT, report).
+//! - [`esp`], [`gpt`]: the FAT32 ESP and the partition table.
+//! - [`report`], [`inspect`]: the JSON build report and `cairn inspect`.
 
 pub mod content;
 pub mod esp;
+pub mod gpt;
+pub mod image;
+pub mod inspect;
+pub mod layout;
 pub mod manifest;
+pub mod report;

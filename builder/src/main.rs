@@ -1,1 +1,172 @@
-fn main() {}
+//! `cairn`: build and inspect Cairn OS images. A thin CLI over the
+//! `cairn_builder` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use cairn_builder::image::{self, BuildOptions, Progress};
+use cairn_builder::inspect;
+use cairn_builder::manifest::Manifest;
+
+/// Build immutable, auto-updating Linux disk images from TOML manifests.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build a raw GPT disk image and its JSON report from a manifest.
+    Build {
+        /// The manifest, e.g. manifests/qemu.toml.
+        manifest: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// A previous image of this line: files that persist keep their
+        /// blocks in /usr, which keeps update payloads small.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Print the report as JSON on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show an image's partition table, slot states and what each slot holds.
+    Inspect {
+        image: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Progress bars, one line per build stage.
+struct Bars {
+    multi: MultiProgress,
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    fn new(quiet: bool) -> Bars {
+        let multi = MultiProgress::new();
+        if quiet {
+            multi.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Bars {
+            multi,
+            current: Mutex::new(None),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str) {
+        let pb = self.multi.add(ProgressBar::new_spinner());
+        pb.set_style(
+            ProgressStyle::with_template("{spinner:.cyan} {prefix:<26} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_prefix(name.to_string());
+        pb.enable_steady_tick(Duration::from_millis(100));
+        if let Ok(mut cur) = self.current.lock() {
+            *cur = Some(pb);
+        }
+    }
+
+    fn done(&self, detail: &str) {
+        if let Ok(mut cur) = self.current.lock() {
+            if let Some(pb) = cur.take() {
+                pb.set_style(
+                    ProgressStyle::with_template("✔ {prefix:<26} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                pb.finish_with_message(detail.to_string());
+            }
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        tracing::warn!("{message}");
+        let _ = self.multi.println(format!("warning: {message}"));
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Build {
+            manifest,
+            out,
+            base,
+            json,
+            quiet,
+        } => {
+            let m = Manifest::load(&manifest)?;
+            let bars = Bars::new(quiet || json);
+            let built = image::build(
+                &m,
+                &BuildOptions {
+                    out_dir: out.clone(),
+                    base,
+                    source_date_epoch: None,
+                },
+                &bars,
+            )
+            .with_context(|| {
+                format!(
+                    "building {} failed; nothing was written to {}",
+                    manifest.display(),
+                    out.display()
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&built.report)?);
+            } else {
+                print!("{}", inspect::summary_table(&built.report));
+                println!(
+                    "\nwrote {}\n      {}",
+                    built.image.display(),
+                    built.report_path.display()
+                );
+            }
+        }
+        Command::Inspect { image, json } => {
+            let info = inspect::inspect(&image)
+                .with_context(|| format!("cannot inspect {}", image.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print!("{}", inspect::render(&info));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

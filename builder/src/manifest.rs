@@ -743,11 +743,13 @@ pub fn normalize(p: &Path) -> PathBuf {
     for c in p.components() {
         match c {
             std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() || out.as_os_str().is_empty() {
-                    out.push("..");
+            std::path::Component::ParentDir => match out.components().next_back() {
+                Some(std::path::Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                Some(std::path::Component::RootDir) => {}
+                _ => out.push(".."),
+            },
             other => out.push(other),
         }
     }
@@ -899,6 +901,17 @@ mod tests {
         assert_eq!(o.uid, Some(70000));
         assert_eq!(o.xattrs["security.capability"], vec![1, 0, 0, 2]);
         assert_eq!(o.xattrs["user.x"], b"hi".to_vec());
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(
+            normalize(Path::new("manifests/../overlays/a")),
+            Path::new("overlays/a")
+        );
+        assert_eq!(normalize(Path::new("../x/./y")), Path::new("../x/y"));
+        assert_eq!(normalize(Path::new("/a/../../b")), Path::new("/b"));
+        assert_eq!(normalize(Path::new("a/../../b")), Path::new("../b"));
     }
 
     #[test]

@@ -168,6 +168,7 @@ pub use file::FileDevice;
 #[cfg(feature = "std")]
 mod file {
     use super::BlockDevice;
+    use std::format;
     use std::fs::{File, OpenOptions};
     use std::io::{self, Read, Seek, SeekFrom, Write};
     use std::path::Path;
@@ -223,11 +224,12 @@ mod file {
         fn seek_to(&mut self, lba: u64, len: usize) -> io::Result<()> {
             let bs = u64::from(self.block_size);
             let blocks = len as u64 / bs;
-            if len as u64 % bs != 0 || lba.checked_add(blocks).is_none_or(|e| e > self.num_blocks)
-            {
+            if len as u64 % bs != 0 || lba.checked_add(blocks).is_none_or(|e| e > self.num_blocks) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("request of {len} bytes at LBA {lba} is out of range or not block-aligned"),
+                    format!(
+                        "request of {len} bytes at LBA {lba} is out of range or not block-aligned"
+                    ),
                 ));
             }
             let off = lba.checked_mul(bs).ok_or_else(|| {

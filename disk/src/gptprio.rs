@@ -174,9 +174,15 @@ mod tests {
 
     #[test]
     fn out_of_range_is_an_error() {
-        assert_eq!(Prio::new(16, 0, false), Err(PrioError::PriorityOutOfRange(16)));
+        assert_eq!(
+            Prio::new(16, 0, false),
+            Err(PrioError::PriorityOutOfRange(16))
+        );
         assert_eq!(Prio::new(0, 16, false), Err(PrioError::TriesOutOfRange(16)));
-        assert_eq!(Prio::new(255, 255, true), Err(PrioError::PriorityOutOfRange(255)));
+        assert_eq!(
+            Prio::new(255, 255, true),
+            Err(PrioError::PriorityOutOfRange(255))
+        );
         assert!(Prio::NEVER.with_priority(16).is_err());
         assert!(Prio::NEVER.with_tries(200).is_err());
     }

@@ -211,7 +211,7 @@ impl GroupDesc {
 }
 
 /// The fields of an inode the writer sets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
     /// File type and permission bits.
     pub mode: u16,
@@ -228,6 +228,24 @@ pub struct Inode {
     /// In-inode extended attributes (after the `ibody` magic), empty for
     /// none.
     pub xattr_ibody: Vec<u8>,
+}
+
+impl Default for Inode {
+    fn default() -> Inode {
+        Inode {
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            time: 0,
+            links: 0,
+            blocks: 0,
+            flags: 0,
+            i_block: [0; 60],
+            file_acl: 0,
+            xattr_ibody: Vec::new(),
+        }
+    }
 }
 
 /// Bytes available for in-inode xattrs: after the 128-byte base inode, the
@@ -516,7 +534,11 @@ pub fn encode_device(major: u32, minor: u32) -> Option<[u8; 60]> {
     if major < 256 && minor < 256 {
         put_u32(&mut b, 0, (major << 8) | minor);
     } else if major < 4096 && minor < (1 << 20) {
-        put_u32(&mut b, 4, (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12));
+        put_u32(
+            &mut b,
+            4,
+            (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12),
+        );
     } else {
         return None;
     }
@@ -623,7 +645,7 @@ mod tests {
     fn xattr_hash_and_layout() {
         // Hash of name "a" with value "b": ((0<<5)^'a') then value word.
         let h = xattr_entry_hash(b"a", b"b");
-        assert_eq!(h, ((0x61u32 << 16) ^ (0x61 >> 16)) ^ 0x62);
+        assert_eq!(h, (0x61u32 << 16) ^ 0x62);
         let (idx, rest) = xattr_name_index(b"security.capability");
         assert_eq!((idx, rest), (6, &b"capability"[..]));
         assert_eq!(xattr_name_index(b"system.posix_acl_access").0, 2);
@@ -648,7 +670,12 @@ mod tests {
     #[test]
     fn acl_conversion() {
         let mut v = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [(1u16, 6u16, u32::MAX), (2, 4, 1000), (4, 4, u32::MAX), (0x20, 0, u32::MAX)] {
+        for (tag, perm, id) in [
+            (1u16, 6u16, u32::MAX),
+            (2, 4, 1000),
+            (4, 4, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
             v.extend_from_slice(&tag.to_le_bytes());
             v.extend_from_slice(&perm.to_le_bytes());
             v.extend_from_slice(&id.to_le_bytes());

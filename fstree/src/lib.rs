@@ -550,6 +550,32 @@ impl Tree {
         counts
     }
 
+    /// Copies all of `other` into this tree at `at` (the inverse of
+    /// [`Tree::split_off`]); `other`'s root metadata goes to `at`, and hard
+    /// links inside `other` stay hard links.
+    pub fn graft(&mut self, at: &Path, other: &Tree) -> Result<(), Error> {
+        let mut map: std::collections::HashMap<NodeId, NodeId> = std::collections::HashMap::new();
+        for (path, id) in other.walk() {
+            let rel = path.strip_prefix("/").unwrap_or(&path);
+            let dest = if rel.as_os_str().is_empty() {
+                at.to_path_buf()
+            } else {
+                at.join(rel)
+            };
+            if let Some(&existing) = map.get(&id) {
+                self.link(&dest, existing)?;
+                continue;
+            }
+            let mut node = other.node(id).clone();
+            if let Kind::Dir(e) = &mut node.kind {
+                e.clear();
+            }
+            let new = self.insert(&dest, node)?;
+            map.insert(id, new);
+        }
+        Ok(())
+    }
+
     /// Moves the subtree at `path` out into a tree of its own (its root
     /// takes the directory's metadata) and leaves an empty directory with
     /// the same metadata in its place, as a mount point. Hard links that
@@ -706,6 +732,34 @@ mod tests {
         assert_eq!(usr.lookup(Path::new("/bin/b")), Some(a));
         assert_eq!(usr.link_counts()[a.index()], 2);
         assert_eq!(paths(&t), ["/", "/etc", "/etc/x", "/usr"]);
+    }
+
+    #[test]
+    fn graft_copies_subtree_with_links() {
+        let mut etc = Tree::new(Meta::root(0o750));
+        let id = etc.insert(Path::new("/a"), file(b"a")).unwrap();
+        etc.link(Path::new("/sub/b"), id).unwrap();
+        let mut usr = Tree::default();
+        usr.insert(Path::new("/bin/x"), file(b"")).unwrap();
+        usr.graft(Path::new("/share/factory/etc"), &etc).unwrap();
+        assert_eq!(
+            paths(&usr),
+            [
+                "/",
+                "/bin",
+                "/bin/x",
+                "/share",
+                "/share/factory",
+                "/share/factory/etc",
+                "/share/factory/etc/a",
+                "/share/factory/etc/sub",
+                "/share/factory/etc/sub/b"
+            ]
+        );
+        let e = usr.lookup(Path::new("/share/factory/etc")).unwrap();
+        assert_eq!(usr.node(e).meta.mode, 0o750);
+        let a = usr.lookup(Path::new("/share/factory/etc/a")).unwrap();
+        assert_eq!(usr.lookup(Path::new("/share/factory/etc/sub/b")), Some(a));
     }
 
     #[test]

@@ -32,6 +32,25 @@
 //! whole block with zero padding, so results are reproducible on a dirty
 //! device. On a zero-filled area both are byte-identical.
 //!
+//! # Usage
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use cairn_verity::{build, hash_area_size, verify, Params, BLOCK_SIZE};
+//! let part_start = 1 << 20; // partition start in the disk image
+//! let fs_blocks = 90_000; // filesystem size in 4 KiB blocks
+//! let params = Params { data_blocks: fs_blocks, salt: [7; 32], uuid: [1; 16] };
+//! let hash_offset = part_start + fs_blocks * BLOCK_SIZE;
+//! // the partition must be at least fs_blocks * 4096 + hash_area_size(fs_blocks) bytes
+//! let _reserve = hash_area_size(fs_blocks);
+//! let img = std::fs::OpenOptions::new().read(true).write(true).open("disk.img")?;
+//! let used: &[(u64, u64)] = &[(0, 2000), (40_000, 5000)]; // blocks the fs wrote
+//! let info = build(&img, part_start, hash_offset, &params, Some(used))?;
+//! println!("roothash={} salt={}", info.root_hash_hex(), info.salt_hex());
+//! verify(&img, part_start, hash_offset, &params, &info.root_hash)?;
+//! # Ok(()) }
+//! ```
+//!
 //! Memory: the whole hash area (`≈ data size / 128`, 8 MiB per GiB) is kept in
 //! memory while building and verifying.
 
@@ -59,6 +78,8 @@ const BS: usize = BLOCK_SIZE as usize;
 const CHUNK_BLOCKS: usize = 1024;
 /// Worker threads for hashing the data (level 0).
 const THREADS: usize = 2;
+/// `data_ranges` separated by at most this many zero blocks are read as one.
+const MERGE_GAP_BLOCKS: u64 = 32;
 static ZERO_BLOCK: [u8; BS] = [0; BS];
 
 /// Positional reads (`pread`); implemented for [`File`], byte slices and
@@ -109,7 +130,9 @@ fn poisoned() -> io::Error {
 
 impl ReadAt for RwLock<Vec<u8>> {
     fn pread_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.read().map_err(|_| poisoned())?.pread_exact(buf, offset)
+        self.read()
+            .map_err(|_| poisoned())?
+            .pread_exact(buf, offset)
     }
 }
 
@@ -179,7 +202,11 @@ pub enum Error {
     },
     /// A hash block does not match its entry in the level above.
     #[error("hash tree corrupt: level {level} hash block {index} at byte offset {offset} does not match its entry in level {}", level + 1)]
-    HashBlockMismatch { level: usize, index: u64, offset: u64 },
+    HashBlockMismatch {
+        level: usize,
+        index: u64,
+        offset: u64,
+    },
     /// Data blocks do not match their level-0 hash entries.
     #[error("data block {block} at byte offset {offset} does not match the hash tree ({bad_blocks} bad data block(s) in total, last bad block {last_block})")]
     DataBlockMismatch {
@@ -419,7 +446,9 @@ fn normalize_ranges(ranges: &[(u64, u64)], data_blocks: u64) -> Result<Vec<(u64,
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(v.len());
     for (s, e) in v {
         match merged.last_mut() {
-            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            // also bridge small gaps: reading a few zero blocks (detected by
+            // memcmp, not hashed) is cheaper than extra syscalls
+            Some(last) if s <= last.1.saturating_add(MERGE_GAP_BLOCKS) => last.1 = last.1.max(e),
             _ => merged.push((s, e)),
         }
     }
@@ -910,8 +939,8 @@ mod tests {
             data_blocks: n,
             salt,
             uuid: [
-                0x12, 0x34, 0x56, 0x78, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x56,
-                0x78, 0x9a, 0xbc,
+                0x12, 0x34, 0x56, 0x78, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x12, 0x34, 0x56, 0x78,
+                0x9a, 0xbc,
             ],
         }
     }
@@ -1056,7 +1085,11 @@ mod tests {
         let dev = RwLock::new(vec![0u8; 20 * BS]);
         assert!(matches!(
             build(&dev, 0, 10 * BLOCK_SIZE, &p, Some(&[(5, 6)])),
-            Err(Error::RangeOutOfBounds { first: 5, count: 6, .. })
+            Err(Error::RangeOutOfBounds {
+                first: 5,
+                count: 6,
+                ..
+            })
         ));
         assert!(matches!(
             build(&dev, 0, 9 * BLOCK_SIZE, &p, None),
@@ -1070,7 +1103,13 @@ mod tests {
         let short = RwLock::new(vec![0u8; 5 * BS]);
         let e = build(&short, 0, 10 * BLOCK_SIZE, &p, None).unwrap_err();
         assert!(
-            matches!(e, Error::Io { what: "reading data", .. }),
+            matches!(
+                e,
+                Error::Io {
+                    what: "reading data",
+                    ..
+                }
+            ),
             "{e}"
         );
     }
@@ -1122,6 +1161,16 @@ mod tests {
     }
 
     #[test]
+    fn ranges_normalized() {
+        let r = normalize_ranges(&[(100, 5), (0, 0), (10, 5), (12, 10), (60, 1)], 1000).unwrap();
+        assert_eq!(r, vec![(10, 22), (60, 61), (100, 105)]);
+        let r = normalize_ranges(&[(0, 1), (34, 1), (30, 2)], 1000).unwrap();
+        assert_eq!(r, vec![(0, 35)]);
+        assert!(normalize_ranges(&[(u64::MAX, 2)], 1000).is_err());
+        assert!(normalize_ranges(&[(999, 1)], 1000).is_ok());
+    }
+
+    #[test]
     fn dm_args() {
         let info = Info {
             root_hash: [0xab; 32],
@@ -1140,6 +1189,9 @@ mod tests {
                 "01".repeat(32)
             )
         );
-        assert_eq!(uuid_string(&params(1).uuid), "12345678-1234-1234-1234-123456789abc");
+        assert_eq!(
+            uuid_string(&params(1).uuid),
+            "12345678-1234-1234-1234-123456789abc"
+        );
     }
 }

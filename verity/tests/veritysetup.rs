@@ -9,6 +9,8 @@
 //! * a flipped data byte / hash byte is caught by both `veritysetup verify`
 //!   and `cairn_verity::verify`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

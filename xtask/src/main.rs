@@ -1,1 +1,256 @@
-fn main() {}
+//! Developer tasks for Cairn. Run as `cargo xtask <task>`:
+//!
+//! - `image`: fetch the Debian packages the default manifest needs and
+//!   build `manifests/qemu.toml` into `out/`.
+//! - `test`: install (or name) missing prerequisites, fetch the test
+//!   packages, then run fmt, clippy and the whole test suite.
+//! - `fetch-debs`: download the Debian packages used by manifests, tests and
+//!   benchmarks into `.cache/debs`.
+//! - `bench`: build a large real Debian tree with Cairn and with
+//!   systemd-repart and compare wall time and peak RSS.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build the default image (manifests/qemu.toml) into out/.
+    Image {
+        #[arg(long, default_value = "manifests/qemu.toml")]
+        manifest: PathBuf,
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+    },
+    /// Install or name missing prerequisites, then run fmt, clippy and all tests.
+    Test {
+        /// Skip cargo fmt and clippy.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Download the Debian packages that manifests and tests use.
+    FetchDebs {
+        /// Also fetch the large package set used by `bench`.
+        #[arg(long)]
+        bench: bool,
+    },
+    /// Compare Cairn with systemd-repart on a large real Debian tree.
+    Bench(bench::Args),
+}
+
+/// Packages the default image is built from.
+pub const IMAGE_DEBS: &[&str] = &["busybox-static", "linux-image-amd64"];
+/// Packages unpacked into the "real distribution tree" tests.
+pub const TEST_DEBS: &[&str] = &["libc6", "coreutils", "busybox-static", "perl-base"];
+
+/// Debian packages (apt names) providing the tools tests use as oracles,
+/// with one binary each that proves the package is there.
+const APT_PREREQS: &[(&str, &str)] = &[
+    ("e2fsprogs", "e2fsck"),
+    ("e2fsprogs", "debugfs"),
+    ("dosfstools", "fsck.vfat"),
+    ("mtools", "mdir"),
+    ("gdisk", "sgdisk"),
+    ("vboot-utils", "cgpt"),
+    ("cryptsetup-bin", "veritysetup"),
+    ("attr", "getfattr"),
+    ("busybox-static", "busybox"),
+    ("cpio", "cpio"),
+];
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where downloaded .debs are kept (shared by manifests and tests).
+pub fn deb_cache() -> PathBuf {
+    std::env::var_os("CAIRN_DEB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".cache/debs"))
+}
+
+fn have(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+                .any(|d| d.join(bin).is_file())
+        })
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !st.success() {
+        bail!("{:?} failed with {st}", cmd.get_program());
+    }
+    Ok(())
+}
+
+/// Installs missing apt packages when running as root on Debian, otherwise
+/// names exactly what to install.
+fn ensure_prereqs(extra: &[(&str, &str)]) -> Result<()> {
+    let missing: BTreeSet<&str> = APT_PREREQS
+        .iter()
+        .chain(extra)
+        .filter(|(_, bin)| !have(bin))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<&str> = missing.into_iter().collect();
+    if is_root() && have("apt-get") {
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&list)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        return Ok(());
+    }
+    bail!(
+        "missing test prerequisites; install them with:\n    sudo apt-get install {}",
+        list.join(" ")
+    )
+}
+
+/// Downloads `pkgs` (and, for a metapackage such as linux-image-amd64, the
+/// package it depends on) with `apt-get download`, keeping one version of
+/// each.
+pub fn fetch_debs(pkgs: &[&str]) -> Result<()> {
+    let cache = deb_cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let mut want: Vec<String> = Vec::new();
+    for p in pkgs {
+        want.push(resolve_meta(p)?);
+    }
+    let existing: Vec<String> = std::fs::read_dir(&cache)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let todo: Vec<&String> = want
+        .iter()
+        .filter(|p| !existing.iter().any(|f| f.starts_with(&format!("{p}_"))))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!(
+            "Debian packages {:?} are not in {} and apt-get is not available; download them by hand into that folder",
+            todo,
+            cache.display()
+        );
+    }
+    let mut cmd = Command::new("apt-get");
+    cmd.arg("download")
+        .arg("-q")
+        .args(&todo)
+        .current_dir(&cache);
+    if run(&mut cmd).is_err() && is_root() {
+        // A fresh machine may have no package lists yet.
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(&mut cmd)?;
+    }
+    Ok(())
+}
+
+/// `linux-image-amd64` -> `linux-image-6.1.0-NN-amd64` (its first Depends).
+fn resolve_meta(pkg: &str) -> Result<String> {
+    if !pkg.ends_with("-amd64") || !pkg.starts_with("linux-image-") || pkg.contains("6.1") {
+        return Ok(pkg.to_string());
+    }
+    let out = Command::new("apt-cache")
+        .args(["depends", "--important", pkg])
+        .output()
+        .context("running apt-cache depends (is this a Debian system?)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|s| s.trim().to_string())
+        .with_context(|| format!("apt-cache depends {pkg}: no Depends line; run apt-get update"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Image { manifest, out } => {
+            fetch_debs(IMAGE_DEBS)?;
+            run(cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "-q",
+                    "-p",
+                    "cairn-builder",
+                    "--bin",
+                    "cairn",
+                    "--",
+                    "build",
+                ])
+                .arg(&manifest)
+                .arg("--out")
+                .arg(&out))?;
+        }
+        Task::Test { no_lint } => {
+            ensure_prereqs(&[])?;
+            fetch_debs(TEST_DEBS)?;
+            fetch_debs(IMAGE_DEBS)?;
+            if !no_lint {
+                run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+                run(cargo().args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))?;
+            }
+            run(cargo()
+                .args(["test", "--workspace", "--release"])
+                .env("CAIRN_DEB_CACHE", deb_cache()))?;
+        }
+        Task::FetchDebs { bench } => {
+            fetch_debs(IMAGE_DEBS)?;
+            fetch_debs(TEST_DEBS)?;
+            if bench {
+                fetch_debs(bench::BENCH_DEBS)?;
+            }
+        }
+        Task::Bench(args) => bench::run_bench(&args)?,
+    }
+    Ok(())
+}

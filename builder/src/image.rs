@@ -1,0 +1,774 @@
+//! Assembles a whole disk image from a [`Manifest`]: content into one tree,
+//! the tree split into USR / OEM / ROOT, each filesystem written, dm-verity
+//! over USR-A, the ESP, and finally the GPT. The image is written under a
+//! temporary name in the output directory and renamed only when complete.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use cairn_disk::gptprio::Prio;
+use cairn_fstree::{FileData, Kind, Meta, Node, Tree};
+use sha2::{Digest, Sha256};
+
+use crate::content::{Assembler, ContentError, Spill};
+use crate::layout::{derive_bytes, DiskLayout, Role, UsrLayout, BLOCK, SECTOR};
+use crate::manifest::{Content, KernelSource, Manifest, Override};
+use crate::report::{
+    hex, GptPrioReport, ImageReport, KernelReport, PartitionReport, Report, UsrReport,
+    VerityReport, REPORT_VERSION,
+};
+
+/// Where the kernel and its command line live inside /usr.
+pub const KERNEL_DIR: &str = "/usr/lib/cairn/boot";
+
+/// Errors from [`build`]. Each names the file, partition or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("{at}: {path}: {message}")]
+    Source {
+        at: String,
+        path: String,
+        message: String,
+    },
+    #[error("{partition}: the content needs {needed} bytes but the filesystem has room for {available}; it is {over} bytes ({over_mib} MiB) too large: raise [partitions] {key} in the manifest or remove content")]
+    TooLarge {
+        partition: &'static str,
+        key: &'static str,
+        needed: u64,
+        available: u64,
+        over: u64,
+        over_mib: u64,
+    },
+    #[error("{partition}: writing the ext4 filesystem failed: {source}")]
+    Ext4 {
+        partition: &'static str,
+        source: cairn_ext4::Error,
+    },
+    #[error("USR-A: building the dm-verity hash tree failed: {0}")]
+    Verity(#[from] cairn_verity::Error),
+    #[error("EFI-SYSTEM: writing the FAT32 filesystem failed: {0}")]
+    Esp(io::Error),
+    #[error("writing the partition table failed: {0}")]
+    Gpt(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error("override {path} ({at}): no such path in the image")]
+    OverrideMissing { path: String, at: String },
+    #[error("{0}")]
+    Tree(#[from] cairn_fstree::Error),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Receives progress from a build (the CLI draws progress bars).
+pub trait Progress {
+    /// A stage begins.
+    fn stage(&self, name: &str);
+    /// The current stage ended.
+    fn done(&self, detail: &str);
+    /// Something the user should know but that does not stop the build.
+    fn warn(&self, message: &str);
+}
+
+/// A [`Progress`] that reports nothing.
+#[derive(Debug)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&self, _: &str) {}
+    fn done(&self, _: &str) {}
+    fn warn(&self, _: &str) {}
+}
+
+/// Options that are not part of the manifest.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    /// A previous image of the same line: files that persist keep their
+    /// blocks in /usr, which keeps update payloads small.
+    pub base: Option<PathBuf>,
+    /// Overrides the manifest's and the environment's SOURCE_DATE_EPOCH.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What [`build`] produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub image: PathBuf,
+    pub report_path: PathBuf,
+    pub report: Report,
+}
+
+/// The timestamp every file gets: the option, else `SOURCE_DATE_EPOCH` from
+/// the environment, else the manifest's, else 0.
+pub fn source_date_epoch(m: &Manifest, opt: Option<u64>) -> Result<u64, BuildError> {
+    if let Some(v) = opt {
+        return Ok(v);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s.trim().parse().map_err(|_| BuildError::Source {
+            at: "environment".into(),
+            path: "SOURCE_DATE_EPOCH".into(),
+            message: format!("'{s}' is not a number of seconds since 1970"),
+        }),
+        Err(_) => Ok(m.image.source_date_epoch.unwrap_or(0)),
+    }
+}
+
+/// Expands a .deb path that may contain `*`/`?` in its file name.
+fn expand_glob(p: &crate::manifest::SourcePath) -> Result<Vec<PathBuf>, BuildError> {
+    let s = p.path.to_string_lossy();
+    if !s.contains(['*', '?', '[']) {
+        return Ok(vec![p.path.clone()]);
+    }
+    let bad = |message: String| BuildError::Source {
+        at: p.at.clone(),
+        path: p.written.clone(),
+        message,
+    };
+    let mut out: Vec<PathBuf> = glob::glob(&s)
+        .map_err(|e| bad(format!("invalid pattern: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    out.sort();
+    if out.is_empty() {
+        return Err(bad("no file matches this pattern".into()));
+    }
+    Ok(out)
+}
+
+fn check_readable(p: &crate::manifest::SourcePath) -> Result<(), BuildError> {
+    std::fs::metadata(&p.path).map(|_| ()).map_err(|e| BuildError::Source {
+        at: p.at.clone(),
+        path: p.path.display().to_string(),
+        message: format!("{e}: check the path in the manifest (relative paths start at the manifest's folder)"),
+    })
+}
+
+fn file_node(data: Vec<u8>, mode: u16) -> Node {
+    Node::new(Kind::File(FileData::inline(data)), Meta::root(mode))
+}
+
+/// Gathers all content into one root tree and returns it with the kernel
+/// report (if any).
+fn assemble(
+    m: &Manifest,
+    spill: Spill,
+    progress: &dyn Progress,
+) -> Result<(Tree, Option<KernelReport>, Vec<String>), BuildError> {
+    let mut warnings = Vec::new();
+    let mut a = Assembler::new(spill);
+    for c in &m.content {
+        match c {
+            Content::Dir {
+                path,
+                target,
+                ownership,
+            } => {
+                check_readable(path)?;
+                a.add_dir(&path.path, target, *ownership)?;
+            }
+            Content::Tar { path, target } => {
+                check_readable(path)?;
+                a.add_tar(&path.path, target)?;
+            }
+            Content::Deb { paths } => {
+                for p in paths {
+                    for f in expand_glob(p)? {
+                        a.add_deb(&f)?;
+                    }
+                }
+            }
+        }
+    }
+    for o in &m.overlays {
+        check_readable(o)?;
+        a.add_dir(&o.path, "/", crate::manifest::Ownership::Root)?;
+    }
+    let kernel = match &m.kernel {
+        None => {
+            let w = format!(
+                "{}: no [kernel] section: the image has no kernel and will not boot",
+                m.file.display()
+            );
+            progress.warn(&w);
+            warnings.push(w);
+            None
+        }
+        Some(k) => {
+            let (data, release, source) = match &k.source {
+                KernelSource::File(p) => {
+                    check_readable(p)?;
+                    let len = std::fs::metadata(&p.path).map_err(io_at(&p.path))?.len();
+                    (
+                        FileData::Path {
+                            path: p.path.clone(),
+                            len,
+                        },
+                        None,
+                        p.path.display().to_string(),
+                    )
+                }
+                KernelSource::Deb(p) => {
+                    let files = expand_glob(p)?;
+                    let [deb] = files.as_slice() else {
+                        return Err(BuildError::Source {
+                            at: p.at.clone(),
+                            path: p.written.clone(),
+                            message: format!(
+                                "matches {} files; [kernel] deb must name exactly one",
+                                files.len()
+                            ),
+                        });
+                    };
+                    a.add_deb(deb)?;
+                    let (data, release) =
+                        take_deb_kernel(&mut a.tree).ok_or_else(|| BuildError::Source {
+                            at: p.at.clone(),
+                            path: deb.display().to_string(),
+                            message:
+                                "no /boot/vmlinuz-* in this package; is it a linux-image .deb?"
+                                    .into(),
+                        })?;
+                    (data, Some(release), deb.display().to_string())
+                }
+            };
+            let mut h = Sha256::new();
+            let mut r = data.open().map_err(|e| BuildError::Io {
+                path: data.origin(),
+                source: e,
+            })?;
+            io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| BuildError::Io {
+                path: data.origin(),
+                source: e,
+            })?;
+            drop(r);
+            let size = data.len();
+            let path = format!("{KERNEL_DIR}/vmlinuz");
+            a.tree.insert(
+                Path::new(&path),
+                Node::new(Kind::File(data), Meta::root(0o644)),
+            )?;
+            a.tree.insert(
+                Path::new(&format!("{KERNEL_DIR}/cmdline")),
+                file_node(format!("{}\n", k.cmdline).into_bytes(), 0o644),
+            )?;
+            Some(KernelReport {
+                source,
+                release,
+                path,
+                size,
+                sha256: hex(&h.finalize()),
+                cmdline: k.cmdline.clone(),
+            })
+        }
+    };
+    // Cairn's identity for the OS; replaces whatever a package shipped.
+    let os_release = format!(
+        "NAME=Cairn\nID=cairn\nPRETTY_NAME=\"Cairn {name} {version}\"\nVERSION_ID={version}\nIMAGE_ID={name}\nIMAGE_VERSION={version}\nCAIRN_CHANNEL={channel}\n",
+        name = m.image.name,
+        version = m.image.version,
+        channel = m.image.channel,
+    );
+    a.tree.insert(
+        Path::new("/usr/lib/os-release"),
+        file_node(os_release.into_bytes(), 0o644),
+    )?;
+    apply_overrides(&mut a.tree, &m.overrides)?;
+    Ok((a.tree, kernel, warnings))
+}
+
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Removes /boot from the tree (a Debian kernel package puts vmlinuz,
+/// System.map and config there) and returns the kernel and its release.
+fn take_deb_kernel(tree: &mut Tree) -> Option<(FileData, String)> {
+    let boot = tree.lookup(Path::new("/boot"))?;
+    let (name, id) = tree
+        .entries(boot)?
+        .iter()
+        .find(|(n, _)| n.starts_with(b"vmlinuz-"))
+        .map(|(n, id)| (n.clone(), *id))?;
+    let Kind::File(data) = &tree.node(id).kind else {
+        return None;
+    };
+    let data = data.clone();
+    let release = String::from_utf8_lossy(&name["vmlinuz-".len()..]).into_owned();
+    tree.remove(Path::new("/boot")).ok()?;
+    Some((data, release))
+}
+
+fn apply_overrides(tree: &mut Tree, overrides: &[Override]) -> Result<(), BuildError> {
+    for o in overrides {
+        let id = tree
+            .lookup(Path::new(&o.path))
+            .ok_or_else(|| BuildError::OverrideMissing {
+                path: o.path.clone(),
+                at: o.at.clone(),
+            })?;
+        let meta = &mut tree.node_mut(id).meta;
+        if let Some(m) = o.mode {
+            meta.mode = m;
+        }
+        if let Some(u) = o.uid {
+            meta.uid = u;
+        }
+        if let Some(g) = o.gid {
+            meta.gid = g;
+        }
+        for (k, v) in &o.xattrs {
+            meta.xattrs.insert(k.as_bytes().to_vec(), v.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The three trees that become filesystems.
+#[derive(Debug)]
+pub struct Split {
+    pub usr: Tree,
+    pub oem: Tree,
+    pub root: Tree,
+}
+
+/// Splits the assembled root tree: `/usr` becomes USR, `/etc` moves to
+/// `/usr/share/factory/etc` (restored onto ROOT on first boot), `/oem`
+/// becomes OEM, and the rest stays on ROOT together with the standard
+/// skeleton and the merged-/usr links.
+pub fn split(mut tree: Tree) -> Result<Split, BuildError> {
+    for d in ["/usr", "/etc", "/oem"] {
+        if tree.lookup(Path::new(d)).is_none() {
+            tree.insert(
+                Path::new(d),
+                Node::new(Kind::empty_dir(), Meta::root(0o755)),
+            )?;
+        }
+    }
+    let mut usr = tree.split_off(Path::new("/usr"))?;
+    let etc = tree.split_off(Path::new("/etc"))?;
+    usr.graft(Path::new("/share/factory/etc"), &etc)?;
+    let oem = tree.split_off(Path::new("/oem"))?;
+    let mut root = tree;
+    for (d, mode) in [
+        ("/dev", 0o755),
+        ("/home", 0o755),
+        ("/media", 0o755),
+        ("/mnt", 0o755),
+        ("/opt", 0o755),
+        ("/proc", 0o555),
+        ("/root", 0o700),
+        ("/run", 0o755),
+        ("/srv", 0o755),
+        ("/sys", 0o555),
+        ("/tmp", 0o1777),
+        ("/var", 0o755),
+        ("/var/tmp", 0o1777),
+    ] {
+        if root.lookup(Path::new(d)).is_none() {
+            root.insert(Path::new(d), Node::new(Kind::empty_dir(), Meta::root(mode)))?;
+        }
+    }
+    for d in crate::content::USRMERGE_DIRS {
+        if usr.lookup(Path::new("/").join(d).as_path()).is_some() {
+            root.insert(
+                &Path::new("/").join(d),
+                Node::new(
+                    Kind::Symlink(format!("usr/{d}").into_bytes()),
+                    Meta::root(0o777),
+                ),
+            )?;
+        }
+    }
+    Ok(Split { usr, oem, root })
+}
+
+/// mke2fs's default journal size for a filesystem of `blocks` 4 KiB blocks.
+fn default_journal_blocks(blocks: u64) -> u32 {
+    match blocks {
+        0..=32_767 => 1024,
+        32_768..=262_143 => 4096,
+        262_144..=524_287 => 8192,
+        524_288..=1_048_575 => 16_384,
+        _ => 32_768,
+    }
+}
+
+struct FsSpec<'a> {
+    partition: &'static str,
+    key: &'static str,
+    tree: &'a Tree,
+    blocks: u64,
+    label: &'static str,
+    purpose: String,
+    read_only: bool,
+    journal: bool,
+    base: Option<cairn_ext4::Layout>,
+}
+
+fn write_ext4(
+    file: &File,
+    offset: u64,
+    spec: FsSpec<'_>,
+    seed: &str,
+    epoch: u64,
+) -> Result<cairn_ext4::Summary, BuildError> {
+    let uuid_bytes = derive_bytes(seed, &format!("{}:uuid", spec.purpose));
+    let seed_bytes = derive_bytes(seed, &format!("{}:hash-seed", spec.purpose));
+    let mut uuid = [0u8; 16];
+    uuid.copy_from_slice(&uuid_bytes[..16]);
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    let mut hash_seed = [0u8; 16];
+    hash_seed.copy_from_slice(&seed_bytes[..16]);
+    let opts = cairn_ext4::Options {
+        size_blocks: spec.blocks,
+        label: spec.label.to_string(),
+        uuid,
+        hash_seed,
+        timestamp: u32::try_from(epoch).unwrap_or(u32::MAX),
+        read_only: spec.read_only,
+        journal_blocks: spec.journal.then(|| default_journal_blocks(spec.blocks)),
+        reserved_percent: if spec.read_only { 0 } else { 5 },
+        // Writable filesystems get mke2fs's default of one inode per 16 KiB;
+        // /usr only needs its own files plus slack.
+        inode_ratio: (!spec.read_only).then_some(16_384),
+        base: spec.base,
+    };
+    let needed =
+        cairn_ext4::min_size_blocks(spec.tree, &opts).map_err(|source| BuildError::Ext4 {
+            partition: spec.partition,
+            source,
+        })?;
+    if needed > spec.blocks {
+        let over = (needed - spec.blocks) * BLOCK;
+        return Err(BuildError::TooLarge {
+            partition: spec.partition,
+            key: spec.key,
+            needed: needed * BLOCK,
+            available: spec.blocks * BLOCK,
+            over,
+            over_mib: over.div_ceil(1 << 20),
+        });
+    }
+    cairn_ext4::write(spec.tree, &opts, file, offset).map_err(|source| match source {
+        cairn_ext4::Error::TooSmall { needed, available } => {
+            let over = needed.saturating_sub(available);
+            BuildError::TooLarge {
+                partition: spec.partition,
+                key: spec.key,
+                needed,
+                available,
+                over,
+                over_mib: over.div_ceil(1 << 20),
+            }
+        }
+        source => BuildError::Ext4 {
+            partition: spec.partition,
+            source,
+        },
+    })
+}
+
+/// SHA-256 of `len` bytes at `offset`, skipping reads of holes.
+fn sha256_region(file: &File, offset: u64, len: u64) -> io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = buf
+            .len()
+            .min(usize::try_from(len - pos).unwrap_or(usize::MAX));
+        file.read_exact_at(&mut buf[..n], offset + pos)?;
+        h.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+/// Reads the /usr layout of a previous image, for stable block placement.
+fn base_layout(base: &Path) -> Result<cairn_ext4::Layout, BuildError> {
+    let f = File::open(base).map_err(io_at(base))?;
+    let bad = |message: String| BuildError::Source {
+        at: "--base".into(),
+        path: base.display().to_string(),
+        message,
+    };
+    let mut dev =
+        cairn_disk::device::FileDevice::new(f.try_clone().map_err(io_at(base))?, SECTOR as u32)
+            .map_err(io_at(base))?;
+    let gpt = cairn_disk::gpt::Gpt::read(&mut dev)
+        .map_err(|e| bad(format!("cannot read its partition table: {e}")))?;
+    let (_, usr_a) = gpt
+        .partitions()
+        .find(|(n, _)| *n == Role::UsrA.number())
+        .ok_or_else(|| bad("it has no USR-A partition (3); is it a Cairn image?".into()))?;
+    let offset = usr_a.first_lba * SECTOR;
+    let len = (usr_a.last_lba + 1 - usr_a.first_lba) * SECTOR;
+    cairn_ext4::read_layout(&f, offset, len).map_err(|e| BuildError::Source {
+        at: "--base".into(),
+        path: base.display().to_string(),
+        message: format!("cannot read the /usr filesystem in USR-A: {e}"),
+    })
+}
+
+/// Builds the image described by `m`.
+pub fn build(
+    m: &Manifest,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
+    let epoch = source_date_epoch(m, opts.source_date_epoch)?;
+    let seed = m.image.seed.as_str();
+    let stem = format!("{}_{}", m.image.name, m.image.version);
+    std::fs::create_dir_all(&opts.out_dir).map_err(io_at(&opts.out_dir))?;
+    let final_image = opts.out_dir.join(format!("{stem}.img"));
+    let final_report = opts.out_dir.join(format!("{stem}.json"));
+
+    let base = match &opts.base {
+        Some(b) => Some(base_layout(b)?),
+        None => None,
+    };
+
+    progress.stage("content");
+    let t = Instant::now();
+    let spill = Spill::new(&opts.out_dir)?;
+    let (tree, kernel, mut warnings) = assemble(m, spill, progress)?;
+    let Split { usr, oem, root } = split(tree)?;
+    let files = usr.walk().len() as u64;
+    progress.done(&format!("{files} entries in /usr ({:.1?})", t.elapsed()));
+
+    let layout = DiskLayout::new(&m.partitions, seed);
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}.img."))
+        .suffix(".tmp")
+        .tempfile_in(&opts.out_dir)
+        .map_err(io_at(&opts.out_dir))?;
+    let file = tmp.as_file();
+    file.set_len(layout.size).map_err(io_at(tmp.path()))?;
+
+    // USR-A: ext4, then dm-verity right behind it.
+    progress.stage("/usr filesystem");
+    let t = Instant::now();
+    let usr_part = layout.get(Role::UsrA);
+    let usr_layout = UsrLayout::new(usr_part.size, m.partitions.usr_boot_area.bytes());
+    let usr_summary = write_ext4(
+        file,
+        usr_part.offset,
+        FsSpec {
+            partition: "USR-A",
+            key: "usr",
+            tree: &usr,
+            blocks: usr_layout.fs_blocks,
+            label: "USR-A",
+            purpose: format!("usr:{}", m.image.version),
+            read_only: true,
+            journal: false,
+            base,
+        },
+        seed,
+        epoch,
+    )?;
+    progress.done(&format!(
+        "{} MiB used of {} MiB ({:.1?})",
+        usr_summary.blocks_used * BLOCK >> 20,
+        usr_summary.blocks_total * BLOCK >> 20,
+        t.elapsed()
+    ));
+
+    progress.stage("dm-verity");
+    let t = Instant::now();
+    let salt = derive_bytes(seed, &format!("verity-salt:{}", m.image.version));
+    let mut vuuid = [0u8; 16];
+    vuuid.copy_from_slice(&derive_bytes(seed, &format!("verity-uuid:{}", m.image.version))[..16]);
+    vuuid[6] = (vuuid[6] & 0x0f) | 0x40;
+    vuuid[8] = (vuuid[8] & 0x3f) | 0x80;
+    let verity = cairn_verity::build(
+        file,
+        usr_part.offset,
+        usr_part.offset + usr_layout.hash_offset,
+        &cairn_verity::Params {
+            data_blocks: usr_layout.fs_blocks,
+            salt,
+            uuid: vuuid,
+        },
+        Some(&usr_summary.data_ranges),
+    )?;
+    progress.done(&format!(
+        "root hash {} ({:.1?})",
+        verity.root_hash_hex(),
+        t.elapsed()
+    ));
+
+    progress.stage("OEM and ROOT filesystems");
+    let t = Instant::now();
+    for (role, tree, key) in [(Role::Oem, &oem, "oem"), (Role::Root, &root, "root")] {
+        let p = layout.get(role);
+        write_ext4(
+            file,
+            p.offset,
+            FsSpec {
+                partition: role.label(),
+                key,
+                tree,
+                blocks: p.size / BLOCK,
+                label: role.label(),
+                purpose: key.to_string(),
+                read_only: false,
+                journal: true,
+                base: None,
+            },
+            seed,
+            epoch,
+        )?;
+    }
+    progress.done(&format!("({:.1?})", t.elapsed()));
+
+    progress.stage("ESP");
+    let t = Instant::now();
+    let esp = layout.get(Role::Esp);
+    let vol = derive_bytes(seed, "esp:volume-id");
+    crate::esp::write(
+        file,
+        esp.offset,
+        esp.size,
+        u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]),
+        i64::try_from(epoch).unwrap_or(i64::MAX),
+        &["EFI/BOOT"],
+        &[],
+    )
+    .map_err(BuildError::Esp)?;
+    progress.done(&format!("FAT32 ({:.1?})", t.elapsed()));
+
+    progress.stage("GPT");
+    crate::gpt::write_table(file, &layout).map_err(BuildError::Gpt)?;
+    progress.done("protective MBR, primary and backup GPT");
+
+    progress.stage("checksums");
+    let t = Instant::now();
+    let sums: Vec<io::Result<[u8; 32]>> = std::thread::scope(|s| {
+        let handles: Vec<_> = layout
+            .parts
+            .iter()
+            .map(|p| s.spawn(move || sha256_region(file, p.offset, p.size)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))
+            })
+            .collect()
+    });
+    let mut partitions = Vec::new();
+    for (p, sum) in layout.parts.iter().zip(sums) {
+        let sum = sum.map_err(io_at(tmp.path()))?;
+        let prio = p.role.initial_prio().map(|_| {
+            let pr = Prio::from_attributes(p.attributes);
+            GptPrioReport {
+                priority: pr.priority(),
+                tries: pr.tries(),
+                successful: pr.successful(),
+            }
+        });
+        partitions.push(PartitionReport {
+            number: p.role.number(),
+            label: p.role.label().to_string(),
+            type_guid: p.role.type_guid().to_string(),
+            type_name: p.role.type_name().to_string(),
+            uuid: p.uuid.to_string(),
+            offset: p.offset,
+            size: p.size,
+            sha256: hex(&sum),
+            attributes: format!("{:#018x}", p.attributes),
+            gptprio: prio,
+            contents: match p.role {
+                Role::Esp => "fat32",
+                Role::UsrA => "ext4+verity",
+                Role::UsrB => "empty",
+                Role::Oem | Role::Root => "ext4",
+            }
+            .to_string(),
+        });
+    }
+    progress.done(&format!("({:.1?})", t.elapsed()));
+
+    if kernel.is_none() && warnings.is_empty() {
+        warnings.push("no kernel".into());
+    }
+    let report = Report {
+        report_version: REPORT_VERSION,
+        image: ImageReport {
+            name: m.image.name.clone(),
+            version: m.image.version.clone(),
+            channel: m.image.channel.clone(),
+        },
+        file: format!("{stem}.img"),
+        size: layout.size,
+        sector_size: SECTOR,
+        disk_guid: layout.disk_guid.to_string(),
+        source_date_epoch: epoch,
+        partitions,
+        usr: UsrReport {
+            filesystem_size: usr_summary.blocks_total * BLOCK,
+            filesystem_blocks: usr_summary.blocks_total,
+            filesystem_used_blocks: usr_summary.blocks_used,
+            inodes_used: u64::from(usr_summary.inodes_used),
+            files,
+            verity: VerityReport {
+                format: 1,
+                algorithm: "sha256".into(),
+                data_block_size: BLOCK,
+                hash_block_size: BLOCK,
+                data_blocks: verity.data_blocks,
+                hash_offset: usr_layout.hash_offset,
+                hash_size: verity.hash_size,
+                root_hash: verity.root_hash_hex(),
+                salt: verity.salt_hex(),
+                uuid: verity.uuid_string(),
+            },
+            boot_area_offset: usr_layout.boot_area_offset,
+            boot_area_size: usr_layout.boot_area_size,
+        },
+        kernel,
+        warnings,
+    };
+
+    // Persist: report first under a temporary name, then the image, then
+    // the report, so the final names only ever hold complete files.
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| io_at(&final_report)(io::Error::other(e)))?;
+    let mut rtmp = tempfile::Builder::new()
+        .prefix(&format!(".{stem}.json."))
+        .tempfile_in(&opts.out_dir)
+        .map_err(io_at(&opts.out_dir))?;
+    io::Write::write_all(&mut rtmp, &json).map_err(io_at(rtmp.path()))?;
+    tmp.persist(&final_image)
+        .map_err(|e| io_at(&final_image)(e.error))?;
+    rtmp.persist(&final_report)
+        .map_err(|e| io_at(&final_report)(e.error))?;
+    Ok(Built {
+        image: final_image,
+        report_path: final_report,
+        report,
+    })
+}
