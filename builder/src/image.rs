@@ -505,6 +505,19 @@ fn sha256_region(file: &File, offset: u64, len: u64) -> io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
+/// SHA-256 of `len` zero bytes.
+fn sha256_zeros(len: u64) -> [u8; 32] {
+    let zeros = vec![0u8; 1 << 20];
+    let mut h = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let n = zeros.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        h.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
 /// Reads the /usr layout of a previous image, for stable block placement.
 fn base_layout(base: &Path) -> Result<cairn_ext4::Layout, BuildError> {
     let f = File::open(base).map_err(io_at(base))?;
@@ -566,122 +579,156 @@ pub fn build(
     let file = tmp.as_file();
     file.set_len(layout.size).map_err(io_at(tmp.path()))?;
 
-    // USR-A: ext4, then dm-verity right behind it.
-    progress.stage("/usr filesystem");
-    let t = Instant::now();
-    let usr_part = layout.get(Role::UsrA);
-    let usr_layout = UsrLayout::new(usr_part.size, m.partitions.usr_boot_area.bytes());
-    let usr_summary = write_ext4(
-        file,
-        usr_part.offset,
-        FsSpec {
-            partition: "USR-A",
-            key: "usr",
-            tree: &usr,
-            blocks: usr_layout.fs_blocks,
-            label: "USR-A",
-            purpose: format!("usr:{}", m.image.version),
-            read_only: true,
-            journal: false,
-            base,
-        },
-        seed,
-        epoch,
-    )?;
-    progress.done(&format!(
-        "{} MiB used of {} MiB ({:.1?})",
-        usr_summary.blocks_used * BLOCK >> 20,
-        usr_summary.blocks_total * BLOCK >> 20,
-        t.elapsed()
-    ));
+    // Partition checksums (about 2 s of SHA-256 for a default-sized disk)
+    // are the largest cost, so they run on a second thread while the main
+    // thread writes filesystems: USR-B (known zeros) during the ext4 work,
+    // then USR-A and the small partitions on two threads after dm-verity.
+    type Job<'s> = std::thread::ScopedJoinHandle<'s, io::Result<Vec<(Role, [u8; 32])>>>;
+    let t_all = Instant::now();
+    let (usr_layout, usr_summary, verity, sums) = std::thread::scope(|s| {
+        let mut jobs: Vec<Job<'_>> = Vec::new();
+        let hash_parts = |roles: Vec<Role>| {
+            let layout = &layout;
+            s.spawn(move || {
+                roles
+                    .into_iter()
+                    .map(|role| {
+                        let p = layout.get(role);
+                        let t = Instant::now();
+                        let r = sha256_region(file, p.offset, p.size).map(|h| (role, h));
+                        tracing::debug!("sha256 of {} took {:.1?}", role.label(), t.elapsed());
+                        r
+                    })
+                    .collect()
+            })
+        };
+        // USR-B stays all zeros: hash without reading it.
+        let usr_b = layout.get(Role::UsrB).size;
+        jobs.push(s.spawn(move || Ok(vec![(Role::UsrB, sha256_zeros(usr_b))])));
 
-    progress.stage("dm-verity");
-    let t = Instant::now();
-    let salt = derive_bytes(seed, &format!("verity-salt:{}", m.image.version));
-    let mut vuuid = [0u8; 16];
-    vuuid.copy_from_slice(&derive_bytes(seed, &format!("verity-uuid:{}", m.image.version))[..16]);
-    vuuid[6] = (vuuid[6] & 0x0f) | 0x40;
-    vuuid[8] = (vuuid[8] & 0x3f) | 0x80;
-    let verity = cairn_verity::build(
-        file,
-        usr_part.offset,
-        usr_part.offset + usr_layout.hash_offset,
-        &cairn_verity::Params {
-            data_blocks: usr_layout.fs_blocks,
-            salt,
-            uuid: vuuid,
-        },
-        Some(&usr_summary.data_ranges),
-    )?;
-    progress.done(&format!(
-        "root hash {} ({:.1?})",
-        verity.root_hash_hex(),
-        t.elapsed()
-    ));
-
-    progress.stage("OEM and ROOT filesystems");
-    let t = Instant::now();
-    for (role, tree, key) in [(Role::Oem, &oem, "oem"), (Role::Root, &root, "root")] {
-        let p = layout.get(role);
-        write_ext4(
+        progress.stage("ESP, OEM and ROOT");
+        let t = Instant::now();
+        let esp = layout.get(Role::Esp);
+        let vol = derive_bytes(seed, "esp:volume-id");
+        crate::esp::write(
             file,
-            p.offset,
+            esp.offset,
+            esp.size,
+            u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]),
+            i64::try_from(epoch).unwrap_or(i64::MAX),
+            &["EFI/BOOT"],
+            &[],
+        )
+        .map_err(BuildError::Esp)?;
+        for (role, tree, key) in [(Role::Oem, &oem, "oem"), (Role::Root, &root, "root")] {
+            let p = layout.get(role);
+            write_ext4(
+                file,
+                p.offset,
+                FsSpec {
+                    partition: role.label(),
+                    key,
+                    tree,
+                    blocks: p.size / BLOCK,
+                    label: role.label(),
+                    purpose: key.to_string(),
+                    read_only: false,
+                    journal: true,
+                    base: None,
+                },
+                seed,
+                epoch,
+            )?;
+        }
+        progress.done(&format!("FAT32, ext4, ext4 ({:.1?})", t.elapsed()));
+
+        // USR-A: ext4, then dm-verity right behind it.
+        progress.stage("/usr filesystem");
+        let t = Instant::now();
+        let usr_part = layout.get(Role::UsrA);
+        let usr_layout = UsrLayout::new(usr_part.size, m.partitions.usr_boot_area.bytes());
+        let usr_summary = write_ext4(
+            file,
+            usr_part.offset,
             FsSpec {
-                partition: role.label(),
-                key,
-                tree,
-                blocks: p.size / BLOCK,
-                label: role.label(),
-                purpose: key.to_string(),
-                read_only: false,
-                journal: true,
-                base: None,
+                partition: "USR-A",
+                key: "usr",
+                tree: &usr,
+                blocks: usr_layout.fs_blocks,
+                label: "USR-A",
+                purpose: format!("usr:{}", m.image.version),
+                read_only: true,
+                journal: false,
+                base,
             },
             seed,
             epoch,
         )?;
-    }
-    progress.done(&format!("({:.1?})", t.elapsed()));
+        progress.done(&format!(
+            "{} MiB used of {} MiB ({:.1?})",
+            (usr_summary.blocks_used * BLOCK) >> 20,
+            (usr_summary.blocks_total * BLOCK) >> 20,
+            t.elapsed()
+        ));
 
-    progress.stage("ESP");
-    let t = Instant::now();
-    let esp = layout.get(Role::Esp);
-    let vol = derive_bytes(seed, "esp:volume-id");
-    crate::esp::write(
-        file,
-        esp.offset,
-        esp.size,
-        u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]),
-        i64::try_from(epoch).unwrap_or(i64::MAX),
-        &["EFI/BOOT"],
-        &[],
-    )
-    .map_err(BuildError::Esp)?;
-    progress.done(&format!("FAT32 ({:.1?})", t.elapsed()));
+        progress.stage("dm-verity");
+        let t = Instant::now();
+        let salt = derive_bytes(seed, &format!("verity-salt:{}", m.image.version));
+        let mut vuuid = [0u8; 16];
+        vuuid.copy_from_slice(
+            &derive_bytes(seed, &format!("verity-uuid:{}", m.image.version))[..16],
+        );
+        vuuid[6] = (vuuid[6] & 0x0f) | 0x40;
+        vuuid[8] = (vuuid[8] & 0x3f) | 0x80;
+        let verity = cairn_verity::build(
+            file,
+            usr_part.offset,
+            usr_part.offset + usr_layout.hash_offset,
+            &cairn_verity::Params {
+                data_blocks: usr_layout.fs_blocks,
+                salt,
+                uuid: vuuid,
+            },
+            Some(&usr_summary.data_ranges),
+        )?;
+        jobs.push(hash_parts(vec![Role::UsrA]));
+        jobs.push(hash_parts(vec![Role::Esp, Role::Oem, Role::Root]));
+        progress.done(&format!(
+            "root hash {} ({:.1?})",
+            verity.root_hash_hex(),
+            t.elapsed()
+        ));
 
-    progress.stage("GPT");
-    crate::gpt::write_table(file, &layout).map_err(BuildError::Gpt)?;
-    progress.done("protective MBR, primary and backup GPT");
+        progress.stage("GPT");
+        crate::gpt::write_table(file, &layout).map_err(BuildError::Gpt)?;
+        progress.done("protective MBR, primary and backup GPT");
 
-    progress.stage("checksums");
-    let t = Instant::now();
-    let sums: Vec<io::Result<[u8; 32]>> = std::thread::scope(|s| {
-        let handles: Vec<_> = layout
-            .parts
-            .iter()
-            .map(|p| s.spawn(move || sha256_region(file, p.offset, p.size)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))
-            })
-            .collect()
-    });
+        progress.stage("checksums");
+        let t = Instant::now();
+        let mut sums = Vec::new();
+        for job in jobs {
+            let done = job
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked")))
+                .map_err(io_at(tmp.path()))?;
+            sums.extend(done);
+        }
+        progress.done(&format!("({:.1?})", t.elapsed()));
+        Ok::<_, BuildError>((usr_layout, usr_summary, verity, sums))
+    })?;
+    tracing::info!("partitions written and hashed in {:.1?}", t_all.elapsed());
+    let sums: Vec<[u8; 32]> = layout
+        .parts
+        .iter()
+        .map(|p| {
+            sums.iter()
+                .find(|(r, _)| *r == p.role)
+                .map_or([0; 32], |(_, s)| *s)
+        })
+        .collect();
+
     let mut partitions = Vec::new();
     for (p, sum) in layout.parts.iter().zip(sums) {
-        let sum = sum.map_err(io_at(tmp.path()))?;
         let prio = p.role.initial_prio().map(|_| {
             let pr = Prio::from_attributes(p.attributes);
             GptPrioReport {
@@ -710,8 +757,6 @@ pub fn build(
             .to_string(),
         });
     }
-    progress.done(&format!("({:.1?})", t.elapsed()));
-
     if kernel.is_none() && warnings.is_empty() {
         warnings.push("no kernel".into());
     }

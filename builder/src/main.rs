@@ -87,6 +87,7 @@ impl Progress for Bars {
     fn done(&self, detail: &str) {
         if let Ok(mut cur) = self.current.lock() {
             if let Some(pb) = cur.take() {
+                tracing::info!("{}: {detail}", pb.prefix());
                 pb.set_style(
                     ProgressStyle::with_template("✔ {prefix:<26} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -97,8 +98,7 @@ impl Progress for Bars {
     }
 
     fn warn(&self, message: &str) {
-        tracing::warn!("{message}");
-        let _ = self.multi.println(format!("warning: {message}"));
+        self.multi.suspend(|| tracing::warn!("{message}"));
     }
 }
 
@@ -159,6 +159,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .without_time()
         .init();
