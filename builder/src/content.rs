@@ -346,6 +346,11 @@ impl Assembler {
                 member: member.clone(),
                 message,
             };
+            if member_path.components().any(|c| c == Component::ParentDir) {
+                return Err(merr(
+                    "'..' components are not allowed in member names".into(),
+                ));
+            }
             let Some(dest) = image_path(target, &member_path) else {
                 continue;
             };
@@ -415,6 +420,12 @@ impl Assembler {
                         .map_err(io_err(path))?
                         .ok_or_else(|| merr("hard link without a target".into()))?
                         .into_owned();
+                    if t.components().any(|c| c == Component::ParentDir) {
+                        return Err(merr(format!(
+                            "hard link target '{}' has a '..' component",
+                            t.display()
+                        )));
+                    }
                     let tdest = image_path(target, &t);
                     let id = tdest.as_deref().and_then(|p| self.tree.lookup(p));
                     let Some(id) = id else {

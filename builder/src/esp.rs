@@ -144,6 +144,27 @@ pub struct EspFile {
     pub data: Vec<u8>,
 }
 
+/// fatfs is built without long-name support (its LFN code writes LFN
+/// entries even for `.` and `..`, which fsck.vfat rejects), so every path
+/// component on the ESP must be an upper-case 8.3 name. The UEFI paths
+/// Cairn needs (`EFI/BOOT/BOOTX64.EFI`) are.
+pub fn check_83(component: &str) -> Result<(), String> {
+    let (name, ext) = component.split_once('.').unwrap_or((component, ""));
+    let ok_char =
+        |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || "_-~!#$%&'(){}^@`".contains(c);
+    if name.is_empty()
+        || name.len() > 8
+        || ext.len() > 3
+        || ext.contains('.')
+        || !name.chars().chain(ext.chars()).all(ok_char)
+    {
+        return Err(format!(
+            "'{component}' is not an upper-case 8.3 file name, which is all the ESP writer supports"
+        ));
+    }
+    Ok(())
+}
+
 /// Formats `len` bytes at `start` of `file` as FAT32 labelled `EFI-SYSTEM`
 /// and fills it with `dirs` and `files`.
 pub fn write(
@@ -155,6 +176,16 @@ pub fn write(
     dirs: &[&str],
     files: &[EspFile],
 ) -> io::Result<()> {
+    for p in dirs
+        .iter()
+        .copied()
+        .chain(files.iter().map(|f| f.path.as_str()))
+    {
+        for c in p.split('/').filter(|c| !c.is_empty()) {
+            check_83(c)
+                .map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, format!("{p}: {m}")))?;
+        }
+    }
     EPOCH.store(epoch, Ordering::Relaxed);
     // The largest cluster (up to 4 KiB) that still leaves FAT32 enough
     // clusters; the manifest guarantees at least 33 MiB.
@@ -257,6 +288,16 @@ fn fix_dotdot(file: &File, start: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_83() {
+        assert!(check_83("EFI").is_ok());
+        assert!(check_83("BOOTX64.EFI").is_ok());
+        assert!(check_83("bootx64.efi").is_err());
+        assert!(check_83("LONGNAME9.EFI").is_err());
+        assert!(check_83("A.B.C").is_err());
+        assert!(check_83("").is_err());
+    }
 
     #[test]
     fn civil_dates() {

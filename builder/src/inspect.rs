@@ -96,7 +96,10 @@ fn probe(f: &File, offset: u64, size: u64) -> String {
             if journal { ", journal" } else { "" }
         );
     }
-    if &head[82..87] == b"FAT32" || &head[54..59] == b"FAT16" || &head[54..59] == b"FAT12" {
+    if &head[82..87] == b"FAT32" {
+        return "fat32".into();
+    }
+    if &head[54..59] == b"FAT16" || &head[54..59] == b"FAT12" {
         return "fat".into();
     }
     if head.iter().all(|&b| b == 0) {

@@ -205,6 +205,11 @@ impl UsrLayout {
             let over = fs_blocks * BLOCK + cairn_verity::hash_area_size(fs_blocks) - avail;
             fs_blocks -= over.div_ceil(BLOCK).max(1);
         }
+        // The steps above may undershoot by a few blocks; grow back.
+        let fits = |n: u64| n * BLOCK + cairn_verity::hash_area_size(n) <= avail;
+        while fits(fs_blocks + 1) {
+            fs_blocks += 1;
+        }
         UsrLayout {
             fs_blocks,
             hash_offset: fs_blocks * BLOCK,

@@ -102,6 +102,16 @@ impl Progress for Bars {
     }
 }
 
+/// Writes to stdout; a closed pipe (`cairn inspect IMG | head`) is not an
+/// error.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Build {
@@ -130,23 +140,26 @@ fn run(cli: Cli) -> Result<()> {
                 )
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&built.report)?);
+                emit(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&built.report)?
+                ))?;
             } else {
-                print!("{}", inspect::summary_table(&built.report));
-                println!(
-                    "\nwrote {}\n      {}",
+                emit(&format!(
+                    "{}\nwrote {}\n      {}\n",
+                    inspect::summary_table(&built.report),
                     built.image.display(),
                     built.report_path.display()
-                );
+                ))?;
             }
         }
         Command::Inspect { image, json } => {
             let info = inspect::inspect(&image)
                 .with_context(|| format!("cannot inspect {}", image.display()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&info)?))?;
             } else {
-                print!("{}", inspect::render(&info));
+                emit(&inspect::render(&info))?;
             }
         }
     }
