@@ -459,6 +459,9 @@ impl Assembler {
                     }
                 }
                 T::Fifo => Kind::Fifo,
+                // A PAX global header (`git archive` writes one holding the
+                // commit id) describes the archive, not a file.
+                T::XGlobalHeader => continue,
                 other => {
                     return Err(ContentError::UnsupportedType {
                         source_file: src(),
