@@ -8,6 +8,8 @@
 //!   power-loss-safe attribute writer that also repairs a damaged copy.
 //! * [`slot`]: which slot to boot (`gptprio.next`) and the update-engine
 //!   slot operations.
+//! * [`slot_footer`]: the last 4 KiB of a USR partition, locating the
+//!   slot's kernel, initramfs, command line and dm-verity parameters.
 //! * [`device`]: the small [`BlockDevice`](device::BlockDevice) trait and
 //!   in-memory / file implementations.
 //!
@@ -52,3 +54,4 @@ pub mod gpt;
 pub mod gptprio;
 pub mod guid;
 pub mod slot;
+pub mod slot_footer;

@@ -52,6 +52,14 @@ pub const EXT4_INDEX_FL: u32 = 0x1000;
 pub const EXT4_HUGE_FILE_FL: u32 = 0x4_0000;
 pub const EXT4_INLINE_DATA_FL: u32 = 0x1000_0000;
 
+/// `s_flags`: directory hashes treat name bytes as signed chars.
+pub const FLAGS_SIGNED_HASH: u32 = 0x1;
+/// `s_flags`: directory hashes treat name bytes as unsigned chars.
+pub const FLAGS_UNSIGNED_HASH: u32 = 0x2;
+/// The `s_flags` the writer sets: unsigned directory hashes, so the hash
+/// of names with bytes >= 0x80 does not depend on the platform's `char`.
+pub const S_FLAGS: u32 = FLAGS_UNSIGNED_HASH;
+
 pub const S_IFIFO: u16 = 0o010000;
 pub const S_IFCHR: u16 = 0o020000;
 pub const S_IFDIR: u16 = 0o040000;
@@ -170,7 +178,7 @@ impl Superblock {
         b[0x78..0x88].copy_from_slice(&self.volume_name);
         put_u32(&mut b, 0xE0, self.journal_inum);
         b[0xEC..0xFC].copy_from_slice(&self.hash_seed);
-        b[0xFC] = 1; // s_def_hash_version: half_md4
+        b[0xFC] = DEF_HASH.version(); // s_def_hash_version
         b[0xFD] = if self.journal_inum != 0 { 1 } else { 0 }; // s_jnl_backup_type
         put_u32(&mut b, 0x100, 0x000C); // s_default_mount_opts: user_xattr,acl
         put_u32(&mut b, 0x108, self.time); // s_mkfs_time
@@ -182,7 +190,7 @@ impl Superblock {
         put_u32(&mut b, 0x158, (self.free_blocks_count >> 32) as u32);
         put_u16(&mut b, 0x15C, EXTRA_ISIZE); // s_min_extra_isize
         put_u16(&mut b, 0x15E, EXTRA_ISIZE); // s_want_extra_isize
-        put_u32(&mut b, 0x160, 0x2); // s_flags: unsigned directory hash
+        put_u32(&mut b, 0x160, S_FLAGS);
         b[0x174] = self.log_groups_per_flex;
         b
     }
@@ -338,6 +346,176 @@ pub fn put_dirent(out: &mut [u8], inode: u32, rec_len: u16, ftype: u8, name: &[u
     out[6] = name.len() as u8;
     out[7] = ftype;
     out[8..8 + name.len()].copy_from_slice(name);
+}
+
+/// A directory hash algorithm (the base versions; the `_unsigned`
+/// variants 3..5 are selected by the `s_flags` bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DxHash {
+    Legacy,
+    HalfMd4,
+    Tea,
+}
+
+impl DxHash {
+    /// The on-disk version number (`s_def_hash_version`,
+    /// `dx_root_info.hash_version`).
+    pub fn version(self) -> u8 {
+        match self {
+            DxHash::Legacy => 0,
+            DxHash::HalfMd4 => 1,
+            DxHash::Tea => 2,
+        }
+    }
+}
+
+/// The hash of the writer's indexed directories (like mke2fs).
+pub const DEF_HASH: DxHash = DxHash::HalfMd4;
+
+/// `str2hashbuf`: packs up to `out.len() * 4` bytes of `msg` (of which
+/// `len` remain in the whole name) into words, padded with the length.
+fn str2hashbuf(msg: &[u8], out: &mut [u32], unsigned_chars: bool) {
+    let len = msg.len() as u32;
+    let mut pad = len | (len << 8);
+    pad |= pad << 16;
+    let mut val = pad;
+    let mut o = 0;
+    for (i, &byte) in msg.iter().take(out.len() * 4).enumerate() {
+        let c = if unsigned_chars {
+            u32::from(byte)
+        } else {
+            i32::from(byte as i8) as u32
+        };
+        val = c.wrapping_add(val << 8);
+        if i % 4 == 3 {
+            out[o] = val;
+            o += 1;
+            val = pad;
+        }
+    }
+    if o < out.len() {
+        out[o] = val;
+        o += 1;
+    }
+    for w in &mut out[o..] {
+        *w = pad;
+    }
+}
+
+#[inline(always)]
+fn md4_step(
+    func: impl Fn(u32, u32, u32) -> u32,
+    a: &mut u32,
+    b: u32,
+    c: u32,
+    d: u32,
+    x: u32,
+    s: u32,
+) {
+    *a = a.wrapping_add(func(b, c, d)).wrapping_add(x).rotate_left(s);
+}
+
+/// The cut-down MD4 transform of `ext2fs_dirhash` (half_md4).
+fn half_md4_transform(buf: &mut [u32; 4], inp: &[u32; 8]) {
+    const K2: u32 = 0o13240474631;
+    const K3: u32 = 0o15666365641;
+    let f = |x: u32, y: u32, z: u32| z ^ (x & (y ^ z));
+    let g = |x: u32, y: u32, z: u32| (x & y).wrapping_add((x ^ y) & z);
+    let h = |x: u32, y: u32, z: u32| x ^ y ^ z;
+    let [mut a, mut b, mut c, mut d] = *buf;
+    // Round 1.
+    for k in [0usize, 4] {
+        md4_step(f, &mut a, b, c, d, inp[k], 3);
+        md4_step(f, &mut d, a, b, c, inp[k + 1], 7);
+        md4_step(f, &mut c, d, a, b, inp[k + 2], 11);
+        md4_step(f, &mut b, c, d, a, inp[k + 3], 19);
+    }
+    // Round 2.
+    for k in [0usize, 1] {
+        let x = |i: usize| inp[i].wrapping_add(K2);
+        md4_step(g, &mut a, b, c, d, x(1 - k), 3);
+        md4_step(g, &mut d, a, b, c, x(3 - k), 5);
+        md4_step(g, &mut c, d, a, b, x(5 - k), 9);
+        md4_step(g, &mut b, c, d, a, x(7 - k), 13);
+    }
+    // Round 3.
+    for k in [0usize, 1] {
+        let x = |i: usize| inp[i].wrapping_add(K3);
+        md4_step(h, &mut a, b, c, d, x(3 - 2 * k), 3);
+        md4_step(h, &mut d, a, b, c, x(7 - 2 * k), 9);
+        md4_step(h, &mut c, d, a, b, x(2 - 2 * k), 11);
+        md4_step(h, &mut b, c, d, a, x(6 - 2 * k), 15);
+    }
+    buf[0] = buf[0].wrapping_add(a);
+    buf[1] = buf[1].wrapping_add(b);
+    buf[2] = buf[2].wrapping_add(c);
+    buf[3] = buf[3].wrapping_add(d);
+}
+
+fn tea_transform(buf: &mut [u32; 4], inp: &[u32; 4]) {
+    const DELTA: u32 = 0x9E37_79B9;
+    let mut sum = 0u32;
+    let (mut b0, mut b1) = (buf[0], buf[1]);
+    let [a, b, c, d] = *inp;
+    for _ in 0..16 {
+        sum = sum.wrapping_add(DELTA);
+        b0 = b0.wrapping_add(
+            ((b1 << 4).wrapping_add(a)) ^ b1.wrapping_add(sum) ^ ((b1 >> 5).wrapping_add(b)),
+        );
+        b1 = b1.wrapping_add(
+            ((b0 << 4).wrapping_add(c)) ^ b0.wrapping_add(sum) ^ ((b0 >> 5).wrapping_add(d)),
+        );
+    }
+    buf[0] = buf[0].wrapping_add(b0);
+    buf[1] = buf[1].wrapping_add(b1);
+}
+
+/// `ext2fs_dirhash`: the (major, minor) directory hash of `name`, the major
+/// hash with bit 0 clear. `unsigned_chars` selects the `_unsigned`
+/// variants; `seed` is `s_hash_seed` (all zero: the default seed).
+pub fn dx_hash(alg: DxHash, unsigned_chars: bool, seed: &[u8; 16], name: &[u8]) -> (u32, u32) {
+    let mut buf: [u32; 4] = [0x6745_2301, 0xefcd_ab89, 0x98ba_dcfe, 0x1032_5476];
+    if seed.iter().any(|&b| b != 0) {
+        for (k, w) in buf.iter_mut().enumerate() {
+            *w = get_u32(seed, 4 * k);
+        }
+    }
+    let (hash, minor) = match alg {
+        DxHash::Legacy => {
+            let (mut h0, mut h1) = (0x12a3_fe2d_u32, 0x37ab_e8f9_u32);
+            for &byte in name {
+                let c = if unsigned_chars {
+                    u32::from(byte)
+                } else {
+                    i32::from(byte as i8) as u32
+                };
+                let mut h = h1.wrapping_add(h0 ^ c.wrapping_mul(7_152_373));
+                if h & 0x8000_0000 != 0 {
+                    h = h.wrapping_sub(0x7fff_ffff);
+                }
+                h1 = h0;
+                h0 = h;
+            }
+            (h0 << 1, 0)
+        }
+        DxHash::HalfMd4 => {
+            let mut inp = [0u32; 8];
+            for chunk in (0..name.len()).step_by(32) {
+                str2hashbuf(&name[chunk..], &mut inp, unsigned_chars);
+                half_md4_transform(&mut buf, &inp);
+            }
+            (buf[1], buf[2])
+        }
+        DxHash::Tea => {
+            let mut inp = [0u32; 4];
+            for chunk in (0..name.len()).step_by(16) {
+                str2hashbuf(&name[chunk..], &mut inp, unsigned_chars);
+                tea_transform(&mut buf, &inp);
+            }
+            (buf[0], buf[1])
+        }
+    };
+    (hash & !1, minor)
 }
 
 /// Splits a full xattr name into the ext4 name index and the suffix.
@@ -683,6 +861,77 @@ mod tests {
         let d = acl_to_disk(&v).unwrap();
         assert_eq!(d.len(), 4 + 4 + 8 + 4 + 4);
         assert!(acl_to_disk(&v[..7]).is_none());
+    }
+
+    /// Reference values from e2fsprogs 1.47:
+    /// `debugfs -R 'dx_hash -h VERSION -s SEED NAME'` (versions 3..5 are
+    /// the unsigned variants of 0..2).
+    #[test]
+    fn dx_hash_matches_debugfs() {
+        let l31 = vec![b'x'; 31];
+        let l33 = vec![b'y'; 33];
+        let l255: Vec<u8> = (0..255u8).map(|i| b'a' + i % 26).collect();
+        let hi = b"caf\xc3\xa9\xff\x80z".to_vec();
+        let names: [&[u8]; 5] = [b"hello", &l31, &l33, &l255, &hi];
+        let zero = [0u8; 16];
+        let seed = *b"fedcba9876543210";
+        type Row = (&'static [u8; 16], u8, usize, u32, u32);
+        let rows: &[Row] = &[
+            (&[0; 16], 0, 0, 0x32252546, 0),
+            (&[0; 16], 0, 3, 0x6729895e, 0),
+            (&[0; 16], 0, 4, 0x63b0174e, 0),
+            (&[0; 16], 3, 4, 0x14147d26, 0),
+            (&[0; 16], 1, 0, 0x1746da32, 0x420013b5),
+            (&[0; 16], 1, 1, 0x415798c2, 0xe25911d8),
+            (&[0; 16], 1, 2, 0xcf79e5d6, 0x2a5f92c9),
+            (&[0; 16], 1, 3, 0xdecbfdee, 0xe3c08226),
+            (&[0; 16], 1, 4, 0xab01d7e4, 0xb577b281),
+            (&[0; 16], 4, 4, 0xb0fbbd80, 0x5224f8e1),
+            (&[0; 16], 2, 0, 0x6f5bb1a8, 0x231917c2),
+            (&[0; 16], 2, 3, 0xbb476820, 0xe990b17f),
+            (&[0; 16], 2, 4, 0x0765f88a, 0xa0025e84),
+            (&[0; 16], 5, 4, 0xa6086ab8, 0x9bc24b06),
+            (b"fedcba9876543210", 1, 0, 0x6e3cb25c, 0x4fa84af6),
+            (b"fedcba9876543210", 1, 1, 0xf14723e2, 0xbfcc0dfe),
+            (b"fedcba9876543210", 1, 2, 0xa3220a82, 0x414f45ca),
+            (b"fedcba9876543210", 1, 3, 0xf5082958, 0xd954939d),
+            (b"fedcba9876543210", 1, 4, 0x3110fdec, 0x556ac21d),
+            (b"fedcba9876543210", 4, 3, 0xf5082958, 0xd954939d),
+            (b"fedcba9876543210", 4, 4, 0x8c29fd7a, 0x6f2565d3),
+            (b"fedcba9876543210", 2, 0, 0xee8415fa, 0xc6408360),
+            (b"fedcba9876543210", 2, 1, 0x77fce1c4, 0x9de1a85b),
+            (b"fedcba9876543210", 2, 2, 0xbddd0d9a, 0x51b617e7),
+            (b"fedcba9876543210", 2, 3, 0xd987a276, 0x192817a7),
+            (b"fedcba9876543210", 2, 4, 0x05485606, 0x964461d1),
+            (b"fedcba9876543210", 5, 4, 0xf7b5c29c, 0x95db80a3),
+            (b"fedcba9876543210", 3, 4, 0x14147d26, 0),
+        ];
+        for &(sd, version, name, hash, minor) in rows {
+            let alg = match version % 3 {
+                0 => DxHash::Legacy,
+                1 => DxHash::HalfMd4,
+                _ => DxHash::Tea,
+            };
+            let got = dx_hash(alg, version >= 3, sd, names[name]);
+            assert_eq!(got, (hash, minor), "version {version} name #{name}");
+        }
+        // The default seed is used for an all-zero seed.
+        assert_eq!(
+            dx_hash(DxHash::HalfMd4, false, &zero, b"hello"),
+            dx_hash(
+                DxHash::HalfMd4,
+                false,
+                &[
+                    0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76,
+                    0x54, 0x32, 0x10
+                ],
+                b"hello"
+            )
+        );
+        assert_ne!(
+            dx_hash(DxHash::HalfMd4, true, &seed, b"hello"),
+            dx_hash(DxHash::HalfMd4, true, &zero, b"hello")
+        );
     }
 
     #[test]

@@ -10,13 +10,27 @@
 //! # On-disk layout
 //!
 //! * 4 KiB blocks, 32768 blocks per group, 256-byte inodes with
-//!   `i_extra_isize` 32, revision 1. Features: `ext_attr`, `filetype`,
-//!   `extents`, `flex_bg`, `sparse_super`, `large_file`, `huge_file`,
-//!   `dir_nlink`, `extra_isize`; `has_journal` when a journal is requested;
-//!   RO_COMPAT `read-only` for read-only images. No `64bit` (32-byte group
-//!   descriptors, filesystems up to 16 TiB), no `resize_inode`, no
-//!   `metadata_csum`/`gdt_csum` (so no checksums anywhere and no
-//!   uninitialised-group flags), no `dir_index` (directories are linear).
+//!   `i_extra_isize` 32, revision 1. Features: `ext_attr`, `dir_index`,
+//!   `filetype`, `extents`, `flex_bg`, `sparse_super`, `large_file`,
+//!   `huge_file`, `dir_nlink`, `extra_isize`; `has_journal` when a journal
+//!   is requested; RO_COMPAT `read-only` for read-only images. No `64bit`
+//!   (32-byte group descriptors, filesystems up to 16 TiB), no
+//!   `resize_inode`, no `metadata_csum`/`gdt_csum` (so no checksums
+//!   anywhere, no `dx_tail` and no uninitialised-group flags), no
+//!   `largedir`.
+//! * Directories whose entries fit into one block are linear (`.`, `..`,
+//!   then the entries in name order); our empty `lost+found` is linear with
+//!   four blocks. Larger directories are hashed (htree, `EXT4_INDEX_FL`),
+//!   laid out like `e2fsck -D` does: logical block 0 is the `dx_root`,
+//!   then the leaf blocks packed full with entries sorted by hash, then
+//!   (for more than 508 leaves, `indirect_levels` 1) the `dx_node` blocks.
+//!   The hash is `half_md4` (`s_def_hash_version`) seeded with
+//!   [`Options::hash_seed`], over unsigned chars (`s_flags` has
+//!   `unsigned_directory_hash`; mke2fs on x86 sets the signed variant, both
+//!   are valid). Names with equal hashes stay in one leaf unless they fill
+//!   more than a block, in which case the index marks the continuation
+//!   (hash bit 0). A directory too large for a two-level tree (over
+//!   259588 leaves) stays linear.
 //! * Superblock copies and group descriptor tables sit at the start of
 //!   groups 0, 1 and the powers of 3, 5 and 7 (`sparse_super`).
 //! * Thanks to `flex_bg`, all block bitmaps, then all inode bitmaps, then
@@ -47,6 +61,7 @@
 
 mod alloc;
 pub mod format;
+mod htree;
 mod io;
 mod layout;
 mod reader;

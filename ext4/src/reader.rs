@@ -432,6 +432,10 @@ fn read_dir(
                 }
                 let name = &blk[pos + 8..pos + 8 + name_len];
                 pos += rec_len;
+                // Hashed directories read like linear ones: the dx_root's
+                // ".." record spans the index, a dx_node block is one empty
+                // entry (inode 0) spanning the block, and checksum tails are
+                // empty entries too.
                 if ino == 0 || name == b"." || name == b".." || name.is_empty() {
                     continue;
                 }

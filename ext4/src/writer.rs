@@ -9,6 +9,7 @@ use cairn_fstree::{FileData, Kind, NodeId, Tree};
 
 use crate::alloc::FreeMap;
 use crate::format::*;
+use crate::htree;
 use crate::io::{is_zero, BlockSink, WriteAt};
 use crate::{Error, Extent, FileType, Layout, LayoutEntry, Options, Summary};
 
@@ -27,6 +28,8 @@ enum NKind<'a> {
         children: Vec<(&'a [u8], usize)>,
         parent: usize,
         nblocks: u64,
+        /// Set for hashed (htree) directories.
+        htree: Option<Box<htree::Plan>>,
     },
     File(&'a FileData),
     Symlink(&'a [u8]),
@@ -329,6 +332,7 @@ fn prepare<'a>(tree: &'a Tree, opts: &'a Options) -> Result<Prep<'a>, Error> {
                     children: Vec::new(),
                     parent: if idx == 0 { 0 } else { parent },
                     nblocks: 0,
+                    htree: None,
                 }
             }
             Kind::File(d) => {
@@ -419,6 +423,7 @@ fn prepare<'a>(tree: &'a Tree, opts: &'a Options) -> Result<Prep<'a>, Error> {
                     children: Vec::new(),
                     parent: 0,
                     nblocks: 0,
+                    htree: None,
                 },
                 perm: 0o700,
                 uid: 0,
@@ -447,7 +452,9 @@ fn prepare<'a>(tree: &'a Tree, opts: &'a Options) -> Result<Prep<'a>, Error> {
             *c = children;
         }
     }
-    // Directory sizes and link counts.
+    // Directory sizes and link counts. A directory that does not fit into
+    // one block is hashed (like e2fsck -D); our empty lost+found stays
+    // linear with its four blocks.
     for i in 0..nodes.len() {
         let (subdirs, names) = match &nodes[i].kind {
             NKind::Dir { children, .. } => {
@@ -455,7 +462,7 @@ fn prepare<'a>(tree: &'a Tree, opts: &'a Options) -> Result<Prep<'a>, Error> {
                     .iter()
                     .filter(|(_, c)| matches!(nodes[*c].kind, NKind::Dir { .. }))
                     .count() as u64;
-                let names: Vec<usize> = children.iter().map(|(n, _)| n.len()).collect();
+                let names: Vec<&'a [u8]> = children.iter().map(|(n, _)| *n).collect();
                 (subdirs, names)
             }
             _ => continue,
@@ -466,23 +473,36 @@ fn prepare<'a>(tree: &'a Tree, opts: &'a Options) -> Result<Prep<'a>, Error> {
             1
         };
         let filler = [0u8; 255];
-        let nblocks = pack_dir::<()>(
+        let mut nblocks = pack_dir::<()>(
             [1usize, 2]
                 .into_iter()
-                .chain(names.iter().copied())
+                .chain(names.iter().map(|n| n.len()))
                 .map(|l| (0, 0, &filler[..l])),
             min,
             |_| Ok(()),
         )
         .unwrap_or(0);
+        let mut plan = None;
+        if nblocks > min {
+            plan = htree::Plan::new(&names, &opts.hash_seed).map(Box::new);
+        }
+        if let Some(p) = &plan {
+            nblocks = p.nblocks();
+        }
         let links = 2 + subdirs;
         nodes[i].links = if links > u64::from(LINK_MAX) {
             1
         } else {
             links as u32
         };
-        if let NKind::Dir { nblocks: nb, .. } = &mut nodes[i].kind {
+        if let NKind::Dir {
+            nblocks: nb,
+            htree: h,
+            ..
+        } = &mut nodes[i].kind
+        {
             *nb = nblocks;
+            *h = plan;
         }
     }
     let lost_found = if synthetic_lf != NONE {
@@ -1233,16 +1253,32 @@ pub fn write(
                     .extents
                     .iter()
                     .flat_map(|e| e.physical..e.physical + u64::from(e.len));
-                let nblocks = match &node.kind {
-                    NKind::Dir { nblocks, .. } => *nblocks,
-                    _ => 1,
-                };
-                pack_dir(dir_entries(&prep, &pl.ino, i), nblocks, |blk| {
+                let put = |blk: &[u8]| {
                     let b = phys.next().ok_or_else(|| {
                         std::io::Error::other("directory grew between sizing and writing")
                     })?;
                     sink.put(b, blk)
-                })
+                };
+                match &node.kind {
+                    NKind::Dir {
+                        htree: Some(plan),
+                        children,
+                        parent,
+                        ..
+                    } => plan.encode(
+                        pl.ino[i],
+                        pl.ino[*parent],
+                        |pos| {
+                            let (name, c) = children[pos];
+                            (pl.ino[c], prep.nodes[c].dirent_type(), name)
+                        },
+                        put,
+                    ),
+                    NKind::Dir { nblocks, .. } => {
+                        pack_dir(dir_entries(&prep, &pl.ino, i), *nblocks, put).map(|_| ())
+                    }
+                    _ => Ok(()),
+                }
                 .map_err(w)?;
             }
             NKind::Symlink(t) if node.is_slow_symlink() => {
@@ -1359,6 +1395,7 @@ fn write_tables(
             }
         }
         let flags = match node.kind {
+            NKind::Dir { htree: Some(_), .. } => EXT4_EXTENTS_FL | EXT4_INDEX_FL,
             NKind::Dir { .. } | NKind::File(_) => EXT4_EXTENTS_FL,
             NKind::Symlink(_) if node.is_slow_symlink() => EXT4_EXTENTS_FL,
             _ => 0,
@@ -1498,6 +1535,7 @@ fn write_tables(
         time: opts.timestamp,
         block_group_nr: 0,
         feature_compat: COMPAT_EXT_ATTR
+            | COMPAT_DIR_INDEX
             | if pl.journal.is_some() {
                 COMPAT_HAS_JOURNAL
             } else {

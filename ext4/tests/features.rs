@@ -263,6 +263,12 @@ fn every_feature_matches_debugfs_and_the_kernel() {
     assert!(sb.contains("read-only"), "{sb}");
     assert!(!sb.contains("has_journal"), "{sb}");
     assert!(sb.contains("Filesystem volume name:   cairn-test"), "{sb}");
+    assert!(sb.contains("dir_index"), "{sb}");
+    // /many spans several blocks: hashed. /dir fits into one: linear.
+    let many = debugfs(&img.path, "htree_dump /many");
+    assert!(many.contains("Indirect levels: 0"), "{many}");
+    assert!(debugfs(&img.path, "stat /many").contains("Flags: 0x81000\n"));
+    assert!(debugfs(&img.path, "stat /dir").contains("Flags: 0x80000\n"));
 }
 
 #[test]

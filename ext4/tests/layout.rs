@@ -108,8 +108,14 @@ fn reader_parses_mke2fs_images() {
     for i in 0..500 {
         std::fs::write(src.join(format!("a/b/c/f{i:03}")), format!("{i}")).unwrap();
     }
+    // Big enough for a two-level htree with 1 KiB blocks.
+    std::fs::create_dir(src.join("wide")).unwrap();
+    for i in 0..3000 {
+        std::fs::write(src.join(format!("wide/{i:05}-{}", "w".repeat(40))), b"").unwrap();
+    }
     for (variant, args) in [
         ("default-ext4", vec!["-t", "ext4"]),
+        ("csum-4k", vec!["-t", "ext4", "-b", "4096"]),
         (
             "no-csum-1k",
             vec!["-t", "ext4", "-b", "1024", "-O", "^metadata_csum,^64bit"],
@@ -130,6 +136,23 @@ fn reader_parses_mke2fs_images() {
             .status()
             .unwrap();
         assert!(st.success(), "mke2fs {variant}");
+        // mke2fs -d makes linear directories; e2fsck -D indexes them.
+        let st = tool("e2fsck").arg("-fyD").arg(&img).output().unwrap();
+        assert!(
+            st.status.code().is_some_and(|c| c <= 1),
+            "e2fsck -fyD {variant}: {st:?}"
+        );
+        // (64 MiB is mke2fs' "small" type: 1 KiB blocks unless asked
+        // otherwise, so /wide needs a two-level tree.)
+        let wide_levels = if variant.contains("4k") { 0 } else { 1 };
+        for (dir, want_levels) in [("/a/b/c", 0), ("/wide", wide_levels)] {
+            let dump = debugfs(&img, &format!("htree_dump {dir}"));
+            assert!(
+                dump.contains(&format!("Indirect levels: {want_levels}")),
+                "{variant} {dir}: {}",
+                &dump[..dump.len().min(300)]
+            );
+        }
         let f = std::fs::File::open(&img).unwrap();
         let l = cairn_ext4::read_layout(&f, 0, 64 << 20).unwrap();
         // Every path of the source is there with the right metadata.

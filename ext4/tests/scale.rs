@@ -68,8 +68,12 @@ fn directory_with_20000_entries() {
         .unwrap();
     }
     let min = cairn_ext4::min_size_blocks(&t, &opts(0)).unwrap();
+    let start = std::time::Instant::now();
     let img = build(&t, &opts(min));
+    println!("write: {:?}", start.elapsed());
     fsck(&img.path);
+    let dump = debugfs(&img.path, "htree_dump /big");
+    assert!(dump.contains("Indirect levels: 0"), "{}", &dump[..300]);
     let m = Mount::new(&img.path);
     let n = std::fs::read_dir(m.path(Path::new("/big")))
         .unwrap()

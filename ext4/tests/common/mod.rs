@@ -145,27 +145,86 @@ pub struct Mount {
 
 impl Mount {
     pub fn new(image: &Path) -> Mount {
+        Mount::with_options(image, "loop,ro")
+    }
+
+    pub fn with_options(image: &Path, options: &str) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let out = tool("mount")
-            .args(["-t", "ext4", "-o", "loop,ro"])
+            .args(["-t", "ext4", "-o", options])
             .arg(image)
             .arg(dir.path())
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "mount -o loop,ro failed (needs root and loop devices): {out:?}"
+            "mount -o {options} failed (needs root and loop devices): {out:?}"
         );
         Mount { dir }
     }
+
+    /// Unmounts now (instead of on drop), failing loudly.
+    pub fn unmount(self) {
+        let st = Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "umount failed");
+    }
     pub fn path(&self, p: &Path) -> PathBuf {
         self.dir.path().join(p.strip_prefix("/").unwrap())
+    }
+
+    /// The block device of the mount (`loopN`).
+    pub fn device(&self) -> String {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let me = self.dir.path().to_str().unwrap();
+        // Fields: id parent major:minor root mountpoint ... - fstype source ...
+        let source = info
+            .lines()
+            .filter(|l| l.split(' ').nth(4) == Some(me))
+            .filter_map(|l| l.split(" - ").nth(1))
+            .filter_map(|rest| rest.split(' ').nth(1))
+            .next_back()
+            .unwrap_or_else(|| panic!("{me} not in mountinfo"));
+        let dev = Path::new(source).file_name().unwrap();
+        dev.to_str().unwrap().to_string()
+    }
+
+    /// Errors the kernel has recorded for this filesystem so far
+    /// (`/sys/fs/ext4/DEV/errors_count`).
+    pub fn errors_count(&self) -> u64 {
+        let p = Path::new("/sys/fs/ext4")
+            .join(self.device())
+            .join("errors_count");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The kernel log's ext4 warnings and errors about this mount's device
+    /// (the kernel only warns when it rejects an htree index, and then
+    /// silently falls back to a linear search). Compare counts before and
+    /// after an operation: the device name may have been used before.
+    pub fn kernel_complaints(&self) -> Vec<String> {
+        let out = tool("dmesg").output().unwrap();
+        assert!(out.status.success(), "dmesg failed (needs root): {out:?}");
+        let tag = format!("(device {})", self.device());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .filter(|l| l.contains("EXT4-fs warning") || l.contains("EXT4-fs error"))
+            .map(|l| l.to_string())
+            .collect()
     }
 }
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        // Quietly: `unmount` may have done it already.
+        let _ = Command::new("umount").arg(self.dir.path()).output();
     }
 }
 
