@@ -454,22 +454,8 @@ fn write_ext4(
         inode_ratio: (!spec.read_only).then_some(16_384),
         base: spec.base,
     };
-    let needed =
-        cairn_ext4::min_size_blocks(spec.tree, &opts).map_err(|source| BuildError::Ext4 {
-            partition: spec.partition,
-            source,
-        })?;
-    if needed > spec.blocks {
-        let over = (needed - spec.blocks) * BLOCK;
-        return Err(BuildError::TooLarge {
-            partition: spec.partition,
-            key: spec.key,
-            needed: needed * BLOCK,
-            available: spec.blocks * BLOCK,
-            over,
-            over_mib: over.div_ceil(1 << 20),
-        });
-    }
+    // `write` checks that the tree fits before it writes anything, and
+    // reports the exact size needed when it does not.
     cairn_ext4::write(spec.tree, &opts, file, offset).map_err(|source| match source {
         cairn_ext4::Error::TooSmall { needed, available } => {
             let over = needed.saturating_sub(available);
@@ -489,32 +475,64 @@ fn write_ext4(
     })
 }
 
-/// SHA-256 of `len` bytes at `offset`, skipping reads of holes.
+/// SHA-256 of `len` bytes at `offset`. Holes in the (sparse) image are
+/// found with `SEEK_DATA`/`SEEK_HOLE` and hashed from a zero buffer instead
+/// of being read: most of a fresh image is holes, and reading them costs
+/// more kernel time than hashing.
 fn sha256_region(file: &File, offset: u64, len: u64) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0u64;
-    while pos < len {
-        let n = buf
-            .len()
-            .min(usize::try_from(len - pos).unwrap_or(usize::MAX));
-        file.read_exact_at(&mut buf[..n], offset + pos)?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
+    hash_region_into(&mut h, file, offset, len)?;
     Ok(h.finalize().into())
+}
+
+fn hash_region_into(h: &mut Sha256, file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut buf = vec![0u8; 4 << 20];
+    let end = offset + len;
+    let mut pos = offset;
+    while pos < end {
+        let data = match seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(end),
+            Err(rustix::io::Errno::NXIO) => end,
+            Err(e) => return Err(e.into()),
+        };
+        hash_zeros(h, data - pos);
+        if data >= end {
+            break;
+        }
+        let hole = match seek(file, SeekFrom::Hole(data)) {
+            Ok(x) => x.min(end),
+            Err(rustix::io::Errno::NXIO) => end,
+            Err(e) => return Err(e.into()),
+        };
+        let mut at = data;
+        while at < hole {
+            let n = buf
+                .len()
+                .min(usize::try_from(hole - at).unwrap_or(usize::MAX));
+            file.read_exact_at(&mut buf[..n], at)?;
+            h.update(&buf[..n]);
+            at += n as u64;
+        }
+        pos = hole;
+    }
+    Ok(())
+}
+
+static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+
+fn hash_zeros(h: &mut Sha256, mut len: u64) {
+    while len > 0 {
+        let n = ZEROS.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        h.update(&ZEROS[..n]);
+        len -= n as u64;
+    }
 }
 
 /// SHA-256 of `len` zero bytes.
 fn sha256_zeros(len: u64) -> [u8; 32] {
-    let zeros = vec![0u8; 1 << 20];
     let mut h = Sha256::new();
-    let mut left = len;
-    while left > 0 {
-        let n = zeros.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        h.update(&zeros[..n]);
-        left -= n as u64;
-    }
+    hash_zeros(&mut h, len);
     h.finalize().into()
 }
 
@@ -579,10 +597,10 @@ pub fn build(
     let file = tmp.as_file();
     file.set_len(layout.size).map_err(io_at(tmp.path()))?;
 
-    // Partition checksums (about 2 s of SHA-256 for a default-sized disk)
-    // are the largest cost, so they run on a second thread while the main
-    // thread writes filesystems: USR-B (known zeros) during the ext4 work,
-    // then USR-A and the small partitions on two threads after dm-verity.
+    // Partition checksums (about 2 s of SHA-256 over a default-sized disk,
+    // mostly zeros) are the largest cost, so they run on other threads
+    // while the main thread writes filesystems: USR-B (known zeros) from
+    // the start, ESP/OEM/ROOT once written, and USR-A alongside dm-verity.
     type Job<'s> = std::thread::ScopedJoinHandle<'s, io::Result<Vec<(Role, [u8; 32])>>>;
     let t_all = Instant::now();
     let (usr_layout, usr_summary, verity, sums) = std::thread::scope(|s| {
@@ -640,6 +658,7 @@ pub fn build(
                 epoch,
             )?;
         }
+        jobs.push(hash_parts(vec![Role::Esp, Role::Oem, Role::Root]));
         progress.done(&format!("FAT32, ext4, ext4 ({:.1?})", t.elapsed()));
 
         // USR-A: ext4, then dm-verity right behind it.
@@ -671,6 +690,22 @@ pub fn build(
             t.elapsed()
         ));
 
+        // Hash the filesystem part of USR-A while dm-verity reads the same
+        // (cached) blocks; the rest follows once the hash tree is written.
+        let (verity_done, wait_verity) = std::sync::mpsc::channel::<()>();
+        let hash_offset = usr_layout.hash_offset;
+        let usr_a = (usr_part.offset, usr_part.size);
+        jobs.push(s.spawn(move || {
+            let mut h = Sha256::new();
+            hash_region_into(&mut h, file, usr_a.0, hash_offset)?;
+            // The sender is dropped without sending if the build fails.
+            wait_verity
+                .recv()
+                .map_err(|_| io::Error::other("build aborted"))?;
+            hash_region_into(&mut h, file, usr_a.0 + hash_offset, usr_a.1 - hash_offset)?;
+            Ok(vec![(Role::UsrA, h.finalize().into())])
+        }));
+
         progress.stage("dm-verity");
         let t = Instant::now();
         let salt = derive_bytes(seed, &format!("verity-salt:{}", m.image.version));
@@ -691,8 +726,7 @@ pub fn build(
             },
             Some(&usr_summary.data_ranges),
         )?;
-        jobs.push(hash_parts(vec![Role::UsrA]));
-        jobs.push(hash_parts(vec![Role::Esp, Role::Oem, Role::Root]));
+        let _ = verity_done.send(());
         progress.done(&format!(
             "root hash {} ({:.1?})",
             verity.root_hash_hex(),

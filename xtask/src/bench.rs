@@ -49,6 +49,28 @@ struct Measured {
     max_rss_kib: i64,
 }
 
+/// All runs of one tool.
+#[derive(Default)]
+struct Runs {
+    walls: Vec<f64>,
+    max_rss_kib: i64,
+}
+
+impl Runs {
+    fn add(&mut self, m: Measured) {
+        self.walls.push(m.wall);
+        self.max_rss_kib = self.max_rss_kib.max(m.max_rss_kib);
+    }
+    fn best(&self) -> f64 {
+        self.walls.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    fn median(&self) -> f64 {
+        let mut w = self.walls.clone();
+        w.sort_by(|a, b| a.total_cmp(b));
+        w.get(w.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+}
+
 /// Runs `cmd` under GNU time and returns its wall time and peak RSS (the
 /// largest of the process and its waited-for children, as `time -f %M`
 /// reports it).
@@ -206,7 +228,7 @@ pub fn run_bench(args: &Args) -> Result<()> {
         .unwrap_or_else(|| workspace_root().join("target"));
     let cairn = target.join("release/cairn");
     let cairn_out = dir.join("cairn-out");
-    let mut cairn_best: Option<Measured> = None;
+    let mut cairn_runs = Runs::default();
     for _ in 0..args.runs {
         let _ = std::fs::remove_dir_all(&cairn_out);
         let m = measure(&[
@@ -217,7 +239,7 @@ pub fn run_bench(args: &Args) -> Result<()> {
             "--out",
             cairn_out.to_str().context("non-UTF-8 path")?,
         ])?;
-        cairn_best = Some(best(cairn_best, m));
+        cairn_runs.add(m);
     }
 
     // systemd-repart.
@@ -231,7 +253,7 @@ pub fn run_bench(args: &Args) -> Result<()> {
         )?;
     }
     let repart_img = dir.join("repart.img");
-    let mut repart_best: Option<Measured> = None;
+    let mut repart_runs = Runs::default();
     let repart_version = Command::new("systemd-repart")
         .arg("--version")
         .output()
@@ -253,39 +275,35 @@ pub fn run_bench(args: &Args) -> Result<()> {
             defs.to_str().context("non-UTF-8 path")?,
             repart_img.to_str().context("non-UTF-8 path")?,
         ])?;
-        repart_best = Some(best(repart_best, m));
+        repart_runs.add(m);
     }
-    let (c, r) = match (cairn_best, repart_best) {
-        (Some(c), Some(r)) => (c, r),
-        _ => bail!("no runs (use --runs 1 or more)"),
-    };
-    println!("\ntree: {usr_mib} MiB in /usr, {files} paths; {} runs each, best wall time, largest peak RSS", args.runs);
-    println!("{repart_version}\n");
-    println!("| tool | wall time | peak RSS |");
-    println!("|---|---|---|");
+    let (c, r) = (&cairn_runs, &repart_runs);
+    if c.walls.is_empty() || r.walls.is_empty() {
+        bail!("no runs (use --runs 1 or more)");
+    }
     println!(
-        "| cairn build | {:.2} s | {} MiB |",
-        c.wall,
+        "\ntree: {usr_mib} MiB in /usr, {files} paths; {} runs each",
+        args.runs
+    );
+    println!("{repart_version}\n");
+    println!("| tool | best wall time | median wall time | peak RSS (largest) |");
+    println!("|---|---|---|---|");
+    println!(
+        "| cairn build | {:.2} s | {:.2} s | {} MiB |",
+        c.best(),
+        c.median(),
         c.max_rss_kib / 1024
     );
     println!(
-        "| systemd-repart | {:.2} s | {} MiB |",
-        r.wall,
+        "| systemd-repart + veritysetup | {:.2} s | {:.2} s | {} MiB |",
+        r.best(),
+        r.median(),
         r.max_rss_kib / 1024
     );
     println!(
-        "\nratio cairn/repart: {:.2}x (target <= 0.5x); cairn peak RSS target <= 256 MiB",
-        c.wall / r.wall
+        "\nratio cairn/repart: best {:.2}x, median {:.2}x (target <= 0.5x); cairn peak RSS target <= 256 MiB",
+        c.best() / r.best(),
+        c.median() / r.median()
     );
     Ok(())
-}
-
-fn best(prev: Option<Measured>, m: Measured) -> Measured {
-    match prev {
-        None => m,
-        Some(p) => Measured {
-            wall: p.wall.min(m.wall),
-            max_rss_kib: p.max_rss_kib.max(m.max_rss_kib),
-        },
-    }
 }
