@@ -21,8 +21,16 @@ use crate::report::{
     VerityReport, REPORT_VERSION,
 };
 
-/// Where the kernel and its command line live inside /usr.
-pub const KERNEL_DIR: &str = "/usr/lib/cairn/boot";
+/// The kernel and what goes with it, before it is written to the slot.
+#[derive(Debug, Clone)]
+struct KernelInput {
+    data: FileData,
+    release: Option<String>,
+    source: String,
+    cmdline: String,
+    modules: Vec<String>,
+    verity_on_corruption: crate::manifest::VerityMode,
+}
 
 /// Errors from [`build`]. Each names the file, partition or path involved.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,8 @@ pub enum BuildError {
     OverrideMissing { path: String, at: String },
     #[error("{0}")]
     Tree(#[from] cairn_fstree::Error),
+    #[error("initramfs: {0}")]
+    Initramfs(#[from] crate::initramfs::InitramfsError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -99,6 +109,184 @@ pub struct BuildOptions {
     pub base: Option<PathBuf>,
     /// Overrides the manifest's and the environment's SOURCE_DATE_EPOCH.
     pub source_date_epoch: Option<u64>,
+    /// The UEFI boot manager (`cairn-boot.efi`), installed on the ESP.
+    /// Required when the manifest has a kernel.
+    pub boot_efi: Option<PathBuf>,
+    /// The initramfs's `/init` (static `cairn-init`). Required when the
+    /// manifest has a kernel.
+    pub init: Option<PathBuf>,
+}
+
+/// A slot's boot data, prepared before anything is written.
+struct BootData {
+    efi: Vec<u8>,
+    kernel: Vec<u8>,
+    initramfs: Vec<u8>,
+    cmdline: String,
+    modules: Vec<String>,
+    report: KernelReport,
+}
+
+fn read_binary(path: Option<&Path>, what: &str, flag: &str) -> Result<Vec<u8>, BuildError> {
+    let path = path.ok_or_else(|| BuildError::Source {
+        at: "options".into(),
+        path: flag.into(),
+        message: format!(
+            "the manifest has a [kernel], so the image needs {what}; build it with `cargo xtask image` (which builds and passes it) or pass {flag}"
+        ),
+    })?;
+    std::fs::read(path).map_err(|e| BuildError::Source {
+        at: flag.into(),
+        path: path.display().to_string(),
+        message: format!("cannot read {what}: {e}"),
+    })
+}
+
+/// Reads the boot manager and init, computes the module closure and builds
+/// the initramfs.
+fn prepare_boot(
+    k: &KernelInput,
+    usr: &Tree,
+    opts: &BuildOptions,
+    epoch: u64,
+    warnings: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<BootData, BuildError> {
+    let efi = read_binary(
+        opts.boot_efi.as_deref(),
+        "the boot manager cairn-boot.efi",
+        "--boot-efi",
+    )?;
+    let init = read_binary(opts.init.as_deref(), "the init cairn-init", "--init")?;
+    if k.data.len() > cairn_disk::slot_footer::KERNEL_MAX {
+        return Err(BuildError::Source {
+            at: "[kernel]".into(),
+            path: k.source.clone(),
+            message: format!(
+                "the kernel is {} bytes; the limit is {}",
+                k.data.len(),
+                cairn_disk::slot_footer::KERNEL_MAX
+            ),
+        });
+    }
+    let kernel = k.data.read_all().map_err(|source| BuildError::Io {
+        path: k.data.origin(),
+        source,
+    })?;
+    // The modules' release: the package's, else the only one in the tree.
+    let release = k.release.clone().or_else(|| {
+        let dir = usr.lookup(Path::new("/lib/modules"))?;
+        let names: Vec<&Vec<u8>> = usr.entries(dir)?.keys().collect();
+        match names.as_slice() {
+            [one] => Some(String::from_utf8_lossy(one).into_owned()),
+            _ => None,
+        }
+    });
+    let modules = match &release {
+        Some(r)
+            if usr
+                .lookup(Path::new(&format!("/lib/modules/{r}")))
+                .is_some() =>
+        {
+            crate::initramfs::module_closure(usr, r, &k.modules)?
+        }
+        _ => {
+            let w = "no kernel modules in /usr/lib/modules: the initramfs holds only /init, so the kernel must have its storage, ext4 and dm-verity drivers built in".to_string();
+            progress.warn(&w);
+            warnings.push(w);
+            Vec::new()
+        }
+    };
+    let initramfs =
+        crate::initramfs::build(&init, &modules, u32::try_from(epoch).unwrap_or(u32::MAX))?;
+    let mut cmdline = k.cmdline.clone();
+    if k.verity_on_corruption == crate::manifest::VerityMode::Restart {
+        cmdline.push_str(" cairn.verity_mode=restart");
+    }
+    let cmdline = cmdline.trim().to_string();
+    let report = KernelReport {
+        source: k.source.clone(),
+        release,
+        size: kernel.len() as u64,
+        sha256: hex(&Sha256::digest(&kernel)),
+        cmdline: cmdline.clone(),
+        initramfs_size: initramfs.len() as u64,
+        initramfs_sha256: hex(&Sha256::digest(&initramfs)),
+        modules: modules.iter().map(|(p, _)| p.clone()).collect(),
+        boot_manager_sha256: hex(&Sha256::digest(&efi)),
+    };
+    Ok(BootData {
+        efi,
+        kernel,
+        initramfs,
+        cmdline,
+        modules: report.modules.clone(),
+        report,
+    })
+}
+
+/// Writes the kernel and initramfs into USR-A's boot area and the slot
+/// footer into its last 4 KiB.
+fn write_boot_area(
+    file: &File,
+    part: &crate::layout::Placed,
+    usr: &UsrLayout,
+    boot: &BootData,
+    version: &str,
+    verity: &cairn_verity::Info,
+) -> Result<(), BuildError> {
+    use cairn_disk::slot_footer::{Region, SlotFooter, Verity, FOOTER_SIZE};
+    let kernel_at = usr.boot_area_offset;
+    let initrd_at = kernel_at + (boot.kernel.len() as u64).next_multiple_of(BLOCK);
+    let end = initrd_at + (boot.initramfs.len() as u64).next_multiple_of(BLOCK);
+    let footer_at = part.size - FOOTER_SIZE as u64;
+    if end > footer_at {
+        let over = end - footer_at;
+        return Err(BuildError::TooLarge {
+            partition: "USR-A boot area",
+            key: "usr-boot-area",
+            needed: end - kernel_at + FOOTER_SIZE as u64,
+            available: usr.boot_area_size,
+            over,
+            over_mib: over.div_ceil(1 << 20),
+        });
+    }
+    let footer = SlotFooter::new(
+        version,
+        Region {
+            offset: kernel_at,
+            size: boot.kernel.len() as u64,
+            sha256: Sha256::digest(&boot.kernel).into(),
+        },
+        Region {
+            offset: initrd_at,
+            size: boot.initramfs.len() as u64,
+            sha256: Sha256::digest(&boot.initramfs).into(),
+        },
+        Verity {
+            data_blocks: usr.fs_blocks,
+            hash_offset: usr.hash_offset,
+            root_hash: verity.root_hash,
+            salt: verity.salt,
+        },
+        &boot.cmdline,
+    )
+    .map_err(|e| BuildError::Source {
+        at: "[kernel]".into(),
+        path: "cmdline / [image] version".into(),
+        message: e.to_string(),
+    })?;
+    let io = |e| BuildError::Io {
+        path: "USR-A boot area".into(),
+        source: e,
+    };
+    file.write_all_at(&boot.kernel, part.offset + kernel_at)
+        .map_err(io)?;
+    file.write_all_at(&boot.initramfs, part.offset + initrd_at)
+        .map_err(io)?;
+    file.write_all_at(&footer.encode(), part.offset + footer_at)
+        .map_err(io)?;
+    Ok(())
 }
 
 /// What [`build`] produced.
@@ -160,12 +348,13 @@ fn file_node(data: Vec<u8>, mode: u16) -> Node {
 }
 
 /// Gathers all content into one root tree and returns it with the kernel
-/// report (if any).
+/// (if any); the kernel is not part of the tree, it goes to the slot's boot
+/// area.
 fn assemble(
     m: &Manifest,
     spill: Spill,
     progress: &dyn Progress,
-) -> Result<(Tree, Option<KernelReport>, Vec<String>), BuildError> {
+) -> Result<(Tree, Option<KernelInput>, Vec<String>), BuildError> {
     let mut warnings = Vec::new();
     let mut a = Assembler::new(spill);
     for c in &m.content {
@@ -243,33 +432,13 @@ fn assemble(
                     (data, Some(release), deb.display().to_string())
                 }
             };
-            let mut h = Sha256::new();
-            let mut r = data.open().map_err(|e| BuildError::Io {
-                path: data.origin(),
-                source: e,
-            })?;
-            io::copy(&mut r, &mut HashWriter(&mut h)).map_err(|e| BuildError::Io {
-                path: data.origin(),
-                source: e,
-            })?;
-            drop(r);
-            let size = data.len();
-            let path = format!("{KERNEL_DIR}/vmlinuz");
-            a.tree.insert(
-                Path::new(&path),
-                Node::new(Kind::File(data), Meta::root(0o644)),
-            )?;
-            a.tree.insert(
-                Path::new(&format!("{KERNEL_DIR}/cmdline")),
-                file_node(format!("{}\n", k.cmdline).into_bytes(), 0o644),
-            )?;
-            Some(KernelReport {
-                source,
+            Some(KernelInput {
+                data,
                 release,
-                path,
-                size,
-                sha256: hex(&h.finalize()),
+                source,
                 cmdline: k.cmdline.clone(),
+                modules: k.modules.clone(),
+                verity_on_corruption: k.verity_on_corruption,
             })
         }
     };
@@ -286,18 +455,6 @@ fn assemble(
     )?;
     apply_overrides(&mut a.tree, &m.overrides)?;
     Ok((a.tree, kernel, warnings))
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Removes /boot from the tree (a Debian kernel package puts vmlinuz,
@@ -588,6 +745,22 @@ pub fn build(
     let files = usr.walk().len() as u64;
     progress.done(&format!("{files} entries in /usr ({:.1?})", t.elapsed()));
 
+    let boot = match &kernel {
+        Some(k) => {
+            progress.stage("initramfs");
+            let t = Instant::now();
+            let b = prepare_boot(k, &usr, opts, epoch, &mut warnings, progress)?;
+            progress.done(&format!(
+                "{} modules, {} KiB ({:.1?})",
+                b.modules.len(),
+                b.initramfs.len() >> 10,
+                t.elapsed()
+            ));
+            Some(b)
+        }
+        None => None,
+    };
+
     let layout = DiskLayout::new(&m.partitions, seed);
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{stem}.img."))
@@ -635,7 +808,13 @@ pub fn build(
             u32::from_le_bytes([vol[0], vol[1], vol[2], vol[3]]),
             i64::try_from(epoch).unwrap_or(i64::MAX),
             &["EFI/BOOT"],
-            &[],
+            &boot
+                .iter()
+                .map(|b| crate::esp::EspFile {
+                    path: "EFI/BOOT/BOOTX64.EFI".into(),
+                    data: b.efi.clone(),
+                })
+                .collect::<Vec<_>>(),
         )
         .map_err(BuildError::Esp)?;
         for (role, tree, key) in [(Role::Oem, &oem, "oem"), (Role::Root, &root, "root")] {
@@ -726,6 +905,9 @@ pub fn build(
             },
             Some(&usr_summary.data_ranges),
         )?;
+        if let Some(b) = &boot {
+            write_boot_area(file, usr_part, &usr_layout, b, &m.image.version, &verity)?;
+        }
         let _ = verity_done.send(());
         progress.done(&format!(
             "root hash {} ({:.1?})",
@@ -828,7 +1010,7 @@ pub fn build(
             boot_area_offset: usr_layout.boot_area_offset,
             boot_area_size: usr_layout.boot_area_size,
         },
-        kernel,
+        kernel: boot.map(|b| b.report),
         warnings,
     };
 

@@ -5,13 +5,17 @@
 //! - [`layout`]: partitions, GUIDs, and how a USR slot is divided.
 //! - [`image`]: the build itself (filesystems, verity, ESP, GPT, report).
 //! - [`esp`], [`gpt`]: the FAT32 ESP and the partition table.
+//! - [`initramfs`]: the compressed cpio with `/init` and the module closure.
 //! - [`report`], [`inspect`]: the JSON build report and `cairn inspect`.
+//! - [`qemu`]: QEMU + OVMF command lines for `cairn run` and the boot tests.
 
 pub mod content;
 pub mod esp;
 pub mod gpt;
 pub mod image;
+pub mod initramfs;
 pub mod inspect;
 pub mod layout;
 pub mod manifest;
+pub mod qemu;
 pub mod report;

@@ -35,12 +35,37 @@ enum Command {
         /// blocks in /usr, which keeps update payloads small.
         #[arg(long)]
         base: Option<PathBuf>,
+        /// The UEFI boot manager to install as \EFI\BOOT\BOOTX64.EFI.
+        /// Default: $CAIRN_BOOT_EFI, else cairn-boot.efi from this cargo
+        /// target directory (x86_64-unknown-uefi/release), else
+        /// /usr/lib/cairn/cairn-boot.efi.
+        #[arg(long, value_name = "EFI")]
+        boot_efi: Option<PathBuf>,
+        /// The static init for the initramfs. Default: $CAIRN_INIT, else
+        /// cairn-init from this cargo target directory
+        /// (x86_64-unknown-linux-musl/release), else /usr/lib/cairn/cairn-init.
+        #[arg(long, value_name = "BINARY")]
+        init: Option<PathBuf>,
         /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Boot an image in QEMU with UEFI (OVMF), serial console on this
+    /// terminal. Quit with Ctrl-A X.
+    Run {
+        image: PathBuf,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Throw away the guest's writes (the image stays unchanged).
+        #[arg(long)]
+        snapshot: bool,
+        /// Forward a host port on 127.0.0.1 to the guest, HOST:GUEST.
+        #[arg(long, value_name = "HOST:GUEST")]
+        forward: Vec<String>,
     },
     /// Show an image's partition table, slot states and what each slot holds.
     Inspect {
@@ -102,6 +127,28 @@ impl Progress for Bars {
     }
 }
 
+/// Finds a binary built for another target: `$env`, else next to this
+/// executable in a cargo target directory (`target/release/cairn` ->
+/// `target/<triple>/release/<name>`), else `/usr/lib/cairn/<name>`.
+fn find_binary(env: &str, triple: &str, name: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?;
+    let profile = profile_dir.file_name()?;
+    let candidates = [
+        profile_dir.parent()?.join(triple).join(profile).join(name),
+        profile_dir
+            .parent()?
+            .join(triple)
+            .join("release")
+            .join(name),
+        PathBuf::from("/usr/lib/cairn").join(name),
+    ];
+    candidates.into_iter().find(|p| p.is_file())
+}
+
 /// Writes to stdout; a closed pipe (`cairn inspect IMG | head`) is not an
 /// error.
 fn emit(text: &str) -> Result<()> {
@@ -118,6 +165,8 @@ fn run(cli: Cli) -> Result<()> {
             manifest,
             out,
             base,
+            boot_efi,
+            init,
             json,
             quiet,
         } => {
@@ -129,6 +178,12 @@ fn run(cli: Cli) -> Result<()> {
                     out_dir: out.clone(),
                     base,
                     source_date_epoch: None,
+                    boot_efi: boot_efi.or_else(|| {
+                        find_binary("CAIRN_BOOT_EFI", "x86_64-unknown-uefi", "cairn-boot.efi")
+                    }),
+                    init: init.or_else(|| {
+                        find_binary("CAIRN_INIT", "x86_64-unknown-linux-musl", "cairn-init")
+                    }),
                 },
                 &bars,
             )
@@ -151,6 +206,53 @@ fn run(cli: Cli) -> Result<()> {
                     built.image.display(),
                     built.report_path.display()
                 ))?;
+            }
+        }
+        Command::Run {
+            image,
+            memory,
+            snapshot,
+            forward,
+        } => {
+            use cairn_builder::qemu;
+            if !image.is_file() {
+                anyhow::bail!(
+                    "{}: no such image; build one with `cairn build`",
+                    image.display()
+                );
+            }
+            let qemu_bin = qemu::find_qemu()?;
+            let ovmf = qemu::find_ovmf()?;
+            let vars =
+                tempfile::NamedTempFile::new().context("creating the OVMF variable store")?;
+            std::fs::copy(&ovmf.vars_template, vars.path())
+                .with_context(|| format!("copying {}", ovmf.vars_template.display()))?;
+            let forwards = forward
+                .iter()
+                .map(|f| {
+                    let (h, g) = f
+                        .split_once(':')
+                        .with_context(|| format!("--forward {f}: expected HOST:GUEST"))?;
+                    Ok((h.parse()?, g.parse()?))
+                })
+                .collect::<Result<Vec<(u16, u16)>>>()?;
+            let vm = qemu::VmConfig {
+                image: image.clone(),
+                vars: vars.path().to_path_buf(),
+                memory_mib: memory,
+                forwards,
+                snapshot,
+                no_reboot: false,
+            };
+            eprintln!(
+                "cairn: booting {} under QEMU (TCG) with OVMF; quit with Ctrl-A X",
+                image.display()
+            );
+            let st = qemu::command(&qemu_bin, &ovmf, &vm)
+                .status()
+                .with_context(|| format!("starting {}", qemu_bin.display()))?;
+            if !st.success() {
+                anyhow::bail!("QEMU exited with {st}");
             }
         }
         Command::Inspect { image, json } => {

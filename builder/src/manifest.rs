@@ -231,6 +231,19 @@ struct RawKernel {
     deb: Option<toml::Spanned<String>>,
     file: Option<toml::Spanned<String>>,
     cmdline: Option<String>,
+    modules: Option<Vec<String>>,
+    verity_on_corruption: Option<VerityMode>,
+}
+
+/// What the kernel does when dm-verity finds a corrupted /usr block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerityMode {
+    /// The read fails with an I/O error and the kernel logs it.
+    #[default]
+    Error,
+    /// The machine restarts (dm-verity `restart_on_corruption`).
+    Restart,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -321,6 +334,9 @@ pub enum KernelSource {
 pub struct Kernel {
     pub source: KernelSource,
     pub cmdline: String,
+    /// Modules for the initramfs (their dependencies are added).
+    pub modules: Vec<String>,
+    pub verity_on_corruption: VerityMode,
 }
 
 /// Partition sizes (`[partitions]`).
@@ -563,9 +579,34 @@ impl Manifest {
                     .clone()
                     .or_else(|| kernel.as_ref().map(|k| k.cmdline.clone()))
                     .unwrap_or_default();
+                let modules = k
+                    .modules
+                    .clone()
+                    .or_else(|| kernel.as_ref().map(|k| k.modules.clone()))
+                    .unwrap_or_else(|| {
+                        crate::initramfs::DEFAULT_MODULES
+                            .iter()
+                            .map(|m| m.to_string())
+                            .collect()
+                    });
+                let verity_on_corruption = k
+                    .verity_on_corruption
+                    .or_else(|| kernel.as_ref().map(|k| k.verity_on_corruption))
+                    .unwrap_or_default();
                 match (source, kernel.as_mut()) {
-                    (Some(source), _) => kernel = Some(Kernel { source, cmdline }),
-                    (None, Some(prev)) => prev.cmdline = cmdline,
+                    (Some(source), _) => {
+                        kernel = Some(Kernel {
+                            source,
+                            cmdline,
+                            modules,
+                            verity_on_corruption,
+                        })
+                    }
+                    (None, Some(prev)) => {
+                        prev.cmdline = cmdline;
+                        prev.modules = modules;
+                        prev.verity_on_corruption = verity_on_corruption;
+                    }
                     (None, None) => {
                         return Err(ManifestError::Invalid {
                             file: ctx.shown.clone(),

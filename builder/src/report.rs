@@ -101,11 +101,17 @@ pub struct KernelReport {
     pub source: String,
     /// Kernel release, when known (from the .deb).
     pub release: Option<String>,
-    /// Path of the kernel inside the image.
-    pub path: String,
     pub size: u64,
     pub sha256: String,
+    /// The base command line stored in the slot footer (the boot manager
+    /// appends the slot and dm-verity parameters).
     pub cmdline: String,
+    pub initramfs_size: u64,
+    pub initramfs_sha256: String,
+    /// Modules in the initramfs, in load order, relative to /lib/modules.
+    pub modules: Vec<String>,
+    /// SHA-256 of `\EFI\BOOT\BOOTX64.EFI` on the ESP.
+    pub boot_manager_sha256: String,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -643,24 +643,98 @@ fn whole_disk_passes_gpt_fat_ext4_and_verity_oracles() {
     assert!(r.usr.boot_area_offset + r.usr.boot_area_size <= usr.size);
     assert_eq!(debugfs(img, oem.offset, "cat /grub.cfg"), "set x=1\n");
 
-    // The kernel and its command line, in /usr/lib/cairn/boot.
+    // The slot's boot area: the kernel and the initramfs at the offsets the
+    // footer in the partition's last 4 KiB names, read back with dd.
     let k = r.kernel.as_ref().expect("the report lists the kernel");
-    assert_eq!(k.path, "/usr/lib/cairn/boot/vmlinuz");
     let kfile = tmp.path().join("vmlinuz.bin");
     assert_eq!(k.sha256, sha256_region_external(&kfile, 0, k.size));
-    let dumped = tmp.path().join("vmlinuz.out");
-    debugfs(
+    let kernel_at = usr.offset + r.usr.boot_area_offset;
+    assert_eq!(
+        sha256_region_external(img, kernel_at, k.size),
+        k.sha256,
+        "kernel bytes at the start of USR-A's boot area"
+    );
+    let footer = std::fs::read(img).unwrap();
+    let footer = &footer[(usr.offset + usr.size - 4096) as usize..(usr.offset + usr.size) as usize];
+    assert_eq!(&footer[..8], b"CAIRNSLT", "slot footer magic");
+    let le = |at: usize| u64::from_le_bytes(footer[at..at + 8].try_into().unwrap());
+    assert_eq!(le(80), r.usr.boot_area_offset, "footer: kernel offset");
+    assert_eq!(le(88), k.size, "footer: kernel size");
+    let (initrd_at, initrd_size) = (le(128), le(136));
+    assert_eq!(initrd_size, k.initramfs_size);
+    assert_eq!(
+        sha256_region_external(img, usr.offset + initrd_at, initrd_size),
+        k.initramfs_sha256
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&footer[2048..2048 + k.cmdline.len()]),
+        "console=ttyS0 quiet"
+    );
+    assert_eq!(
+        le(176),
+        r.usr.verity.data_blocks,
+        "footer: verity data blocks"
+    );
+    assert_eq!(
+        le(184),
+        r.usr.verity.hash_offset,
+        "footer: verity hash offset"
+    );
+    // The initramfs: zstd, then a newc cpio that cpio itself lists.
+    let initrd = extract(
         img,
-        usr.offset,
-        &format!("dump /lib/cairn/boot/vmlinuz {}", dumped.display()),
+        usr.offset + initrd_at,
+        initrd_size,
+        tmp.path(),
+        "initrd.zst",
+    );
+    let raw = tmp.path().join("initrd.cpio");
+    run_ok(
+        "zstd",
+        &[
+            a("-d"),
+            a("-q"),
+            initrd.as_os_str(),
+            a("-o"),
+            raw.as_os_str(),
+        ],
+    );
+    let listing = run_ok(
+        "sh",
+        &[a("-c"), a(&format!("cpio -itv < '{}'", raw.display()))],
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("-rwxr-xr-x") && l.ends_with(" init")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("crw-------") && l.ends_with(" dev/console")),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.ends_with(" etc/cairn/modules")),
+        "{listing}"
+    );
+    // The boot manager on the ESP, read back with mtools.
+    let esp_copy = extract(img, esp.offset, esp.size, tmp.path(), "esp.part");
+    let efi_out = tmp.path().join("BOOTX64.out");
+    run_ok(
+        "mcopy",
+        &[
+            a("-n"),
+            a("-i"),
+            esp_copy.as_os_str(),
+            a("::/EFI/BOOT/BOOTX64.EFI"),
+            efi_out.as_os_str(),
+        ],
     );
     assert_eq!(
-        std::fs::read(&dumped).unwrap(),
-        std::fs::read(&kfile).unwrap()
-    );
-    assert_eq!(
-        debugfs(img, usr.offset, "cat /lib/cairn/boot/cmdline"),
-        "console=ttyS0 quiet\n"
+        std::fs::read(&efi_out).unwrap(),
+        std::fs::read(fake_boot_binaries().0).unwrap()
     );
 
     // dm-verity: veritysetup reads the superblock and checks every block.

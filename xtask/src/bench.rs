@@ -223,10 +223,7 @@ pub fn run_bench(args: &Args) -> Result<()> {
         "--bin",
         "cairn",
     ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let cairn = target.join("release/cairn");
+    let cairn = crate::target_dir().join("release/cairn");
     let cairn_out = dir.join("cairn-out");
     let mut cairn_runs = Runs::default();
     for _ in 0..args.runs {

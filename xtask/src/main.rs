@@ -68,6 +68,9 @@ const APT_PREREQS: &[(&str, &str)] = &[
     ("attr", "getfattr"),
     ("busybox-static", "busybox"),
     ("cpio", "cpio"),
+    ("zstd", "zstd"),
+    ("qemu-system-x86", "qemu-system-x86_64"),
+    ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
 ];
 
 pub fn workspace_root() -> PathBuf {
@@ -85,6 +88,9 @@ pub fn deb_cache() -> PathBuf {
 }
 
 fn have(bin: &str) -> bool {
+    if bin.starts_with('/') {
+        return Path::new(bin).exists();
+    }
     std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
@@ -197,6 +203,59 @@ fn resolve_meta(pkg: &str) -> Result<String> {
         .with_context(|| format!("apt-cache depends {pkg}: no Depends line; run apt-get update"))
 }
 
+/// The cargo target directory (honours CARGO_TARGET_DIR).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the two binaries that run outside the build host: the UEFI boot
+/// manager and the initramfs's static init. Returns their paths.
+pub fn build_boot_binaries() -> Result<(PathBuf, PathBuf)> {
+    const TARGETS: [&str; 2] = ["x86_64-unknown-uefi", "x86_64-unknown-linux-musl"];
+    if have("rustup") {
+        let installed = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .context("running rustup target list")?;
+        let installed = String::from_utf8_lossy(&installed.stdout).to_string();
+        let missing: Vec<&str> = TARGETS
+            .iter()
+            .copied()
+            .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+            .collect();
+        if !missing.is_empty() {
+            run(Command::new("rustup")
+                .args(["target", "add"])
+                .args(&missing))?;
+        }
+    }
+    run(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "cairn-boot",
+        "--target",
+        TARGETS[0],
+    ]))?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "cairn-init",
+        "--target",
+        TARGETS[1],
+    ]))?;
+    let t = target_dir();
+    Ok((
+        t.join(TARGETS[0]).join("release/cairn-boot.efi"),
+        t.join(TARGETS[1]).join("release/cairn-init"),
+    ))
+}
+
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -228,6 +287,7 @@ fn main() -> Result<()> {
             ensure_prereqs(&[])?;
             fetch_debs(TEST_DEBS)?;
             fetch_debs(IMAGE_DEBS)?;
+            let (efi, init) = build_boot_binaries()?;
             if !no_lint {
                 run(cargo().args(["fmt", "--all", "--", "--check"]))?;
                 run(cargo().args([
@@ -241,7 +301,9 @@ fn main() -> Result<()> {
             }
             run(cargo()
                 .args(["test", "--workspace", "--release"])
-                .env("CAIRN_DEB_CACHE", deb_cache()))?;
+                .env("CAIRN_DEB_CACHE", deb_cache())
+                .env("CAIRN_BOOT_EFI", &efi)
+                .env("CAIRN_INIT", &init))?;
         }
         Task::FetchDebs { bench } => {
             fetch_debs(IMAGE_DEBS)?;

@@ -44,6 +44,9 @@ fn package_of(tool: &str) -> &'static str {
         "losetup" | "mount" | "umount" => "mount",
         "dpkg-deb" => "dpkg",
         "dd" | "sha256sum" | "mknod" | "mkfifo" => "coreutils",
+        "zstd" => "zstd",
+        "cpio" => "cpio",
+        "mtype" => "mtools",
         _ => "<the package that provides it>",
     }
 }
@@ -156,6 +159,20 @@ pub fn manifest(dir: &Path, name: &str, version: &str, body: &str) -> PathBuf {
     write_file(dir, &format!("{name}-{version}.toml"), &text)
 }
 
+/// Stand-ins for the boot manager and the init: the image tests check that
+/// the builder puts these bytes where they belong, not that they run (the
+/// QEMU tests do that with the real ones).
+pub fn fake_boot_binaries() -> (PathBuf, PathBuf) {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap().keep();
+        std::fs::write(d.join("BOOTX64.EFI"), b"MZ fake boot manager for tests\n").unwrap();
+        std::fs::write(d.join("init"), b"\x7fELF fake init for tests\n").unwrap();
+        d
+    });
+    (dir.join("BOOTX64.EFI"), dir.join("init"))
+}
+
 pub fn try_build(
     manifest: &Path,
     out: &Path,
@@ -170,6 +187,8 @@ pub fn try_build(
             out_dir: out.to_path_buf(),
             base: base.map(Path::to_path_buf),
             source_date_epoch: epoch,
+            boot_efi: Some(fake_boot_binaries().0),
+            init: Some(fake_boot_binaries().1),
         },
         &Quiet,
     )
