@@ -169,6 +169,21 @@ fn default_image_boots_usr_a_with_verity_usr_and_writable_root() {
     assert_ne!(st, 0, "/usr must not be writable");
     let (v, _) = vm.run(". /usr/lib/os-release; echo \"v=$IMAGE_VERSION\"", CMD);
     assert!(v.contains(&format!("v={}", pristine().version)), "{v}");
+    // rcS brings the network up by DHCP (QEMU user networking hands out
+    // 10.0.2.15 and routes through 10.0.2.2).
+    let (addr, st) = vm.run(
+        "for i in $(seq 60); do ip -4 addr show eth0 | grep -q 10.0.2.15 && break; sleep 1; done; ip -4 addr show eth0; ip route",
+        Duration::from_secs(90),
+    );
+    assert_eq!(st, 0, "{addr}");
+    assert!(
+        addr.contains("inet 10.0.2.15/24"),
+        "no DHCP lease on eth0:\n{addr}"
+    );
+    assert!(
+        addr.contains("default via 10.0.2.2"),
+        "no default route:\n{addr}"
+    );
     let (table, st) = vm.run("cat /proc/cmdline", CMD);
     assert_eq!(st, 0);
     assert!(

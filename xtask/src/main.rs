@@ -267,6 +267,7 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Image { manifest, out } => {
             fetch_debs(IMAGE_DEBS)?;
+            let (efi, init) = build_boot_binaries()?;
             run(cargo()
                 .args([
                     "run",
@@ -281,7 +282,14 @@ fn main() -> Result<()> {
                 ])
                 .arg(&manifest)
                 .arg("--out")
-                .arg(&out))?;
+                .arg(&out)
+                .arg("--boot-efi")
+                .arg(&efi)
+                .arg("--init")
+                .arg(&init))?;
+            eprintln!(
+                "\nboot it with: cargo run --release --bin cairn -- run <the .img written above>"
+            );
         }
         Task::Test { no_lint } => {
             ensure_prereqs(&[])?;
@@ -294,6 +302,16 @@ fn main() -> Result<()> {
                     "clippy",
                     "--workspace",
                     "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))?;
+                run(cargo().args([
+                    "clippy",
+                    "-p",
+                    "cairn-boot",
+                    "--target",
+                    "x86_64-unknown-uefi",
                     "--",
                     "-D",
                     "warnings",
