@@ -136,6 +136,28 @@ fn slot_version(f: &File, offset: u64, size: u64) -> Option<String> {
         .map(|v| v.trim_matches('"').to_string())
 }
 
+/// The slot footer of a USR partition, as a short suffix for `holds`.
+fn footer_summary(f: &File, offset: u64, size: u64) -> String {
+    use cairn_disk::slot_footer::{FooterError, SlotFooter, FOOTER_SIZE};
+    let mut raw = [0u8; FOOTER_SIZE];
+    if size < FOOTER_SIZE as u64
+        || f.read_exact_at(&mut raw, offset + size - FOOTER_SIZE as u64)
+            .is_err()
+    {
+        return String::new();
+    }
+    match SlotFooter::parse(&raw, size) {
+        Ok(ft) => format!(
+            " + boot data for {} (kernel {} KiB, initramfs {} KiB)",
+            ft.os_version(),
+            ft.kernel.size >> 10,
+            ft.initramfs.size >> 10
+        ),
+        Err(FooterError::NoMagic) => ", no boot data".into(),
+        Err(e) => format!(", {e}"),
+    }
+}
+
 pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
     let io = |source| InspectError::Io {
         path: path.display().to_string(),
@@ -160,7 +182,10 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
         let psize = (e.last_lba + 1).saturating_sub(e.first_lba) * SECTOR;
         let tg = e.type_guid.to_string();
         let is_usr = e.type_guid == COREOS_USR_TYPE;
-        let holds = probe(&f, offset, psize);
+        let mut holds = probe(&f, offset, psize);
+        if is_usr && holds != "empty" {
+            holds.push_str(&footer_summary(&f, offset, psize));
+        }
         let version = if is_usr && holds.starts_with("ext4") {
             slot_version(&f, offset, psize)
         } else {
@@ -307,9 +332,11 @@ pub fn summary_table(r: &Report) -> String {
     if let Some(k) = &r.kernel {
         let _ = writeln!(
             s,
-            "kernel: {} ({} bytes), cmdline \"{}\"",
+            "kernel: {} ({} KiB), initramfs {} KiB with {} modules, cmdline \"{}\"",
             k.release.as_deref().unwrap_or("from file"),
-            k.size,
+            k.size >> 10,
+            k.initramfs_size >> 10,
+            k.modules.len(),
             k.cmdline
         );
     }
