@@ -43,7 +43,7 @@ pub enum BuildError {
         path: String,
         message: String,
     },
-    #[error("{partition}: the content needs {needed} bytes but the filesystem has room for {available}; it is {over} bytes ({over_mib} MiB) too large: raise [partitions] {key} in the manifest or remove content")]
+    #[error("{partition}: the content needs {needed} bytes but there is room for {available}; it is {over} bytes ({over_mib} MiB) too large: raise [partitions] {key} in the manifest or make the content smaller")]
     TooLarge {
         partition: &'static str,
         key: &'static str,

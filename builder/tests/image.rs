@@ -1125,6 +1125,21 @@ fn content_too_large_for_its_partition_says_by_how_much() {
 }
 
 #[test]
+fn kernel_larger_than_the_boot_area_is_refused() {
+    // A 10 MiB kernel cannot fit the 8 MiB boot area of the test layout.
+    expect_failure(
+        "kernel too large",
+        |d| {
+            std::fs::create_dir_all(d.join("src/usr")).unwrap();
+            let kernel: Vec<u8> = (0..10u32 << 20).map(|i| (i % 251) as u8 | 1).collect();
+            std::fs::write(d.join("vmlinuz"), kernel).unwrap();
+        },
+        "[[content]]\ntype = \"dir\"\npath = \"src\"\n\n[kernel]\nfile = \"vmlinuz\"\ncmdline = \"x\"\n",
+        &["USR-A boot area", "too large", "[partitions] usr-boot-area"],
+    );
+}
+
+#[test]
 fn bad_tarballs_and_debs_fail_cleanly() {
     let body = |p: &str| format!("[[content]]\ntype = \"tar\"\npath = \"{p}\"\n");
     // A name of 256 bytes (GNU long name: the host fs could not hold it).

@@ -428,6 +428,37 @@ fn failed_trial_of_usr_b_falls_back_to_usr_a() {
 }
 
 #[test]
+fn kernel_with_a_bad_hash_is_refused() {
+    let dir = work_dir("bad-kernel-hash");
+    let img = fresh_image(&dir);
+    let (usr_off, _) = partition(3);
+    // One flipped byte in the middle of USR-A's kernel: its SHA-256 no
+    // longer matches the slot footer, and USR-B is empty.
+    let at = usr_off + pristine().report.usr.boot_area_offset + 1_000_000;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    drop(f);
+    let mut vm = Vm::start(&img, &dir, 1);
+    let out = vm.wait_for("cairn-boot: no bootable slot", BOOT);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("cairn-boot: USR-A") && l.to_lowercase().contains("sha-256")),
+        "the boot manager must name the hash mismatch:\n{out}"
+    );
+    vm.wait_exit(Duration::from_secs(90));
+    assert!(
+        !vm.output().contains("Linux version"),
+        "a kernel with a bad hash started"
+    );
+}
+
+#[test]
 fn the_image_gpt_is_what_the_boot_manager_reads() {
     // Cheap sanity check of the fixture, independent of QEMU.
     let b = pristine();
