@@ -854,7 +854,10 @@ pub fn build(
                 tree: &usr,
                 blocks: usr_layout.fs_blocks,
                 label: "USR-A",
-                purpose: format!("usr:{}", m.image.version),
+                // Not per version: the directory hash seed decides where
+                // every name sits in hashed directories, so a new seed
+                // would rewrite them all and bloat update deltas.
+                purpose: "usr".to_string(),
                 read_only: true,
                 journal: false,
                 base,
@@ -887,7 +890,10 @@ pub fn build(
 
         progress.stage("dm-verity");
         let t = Instant::now();
-        let salt = derive_bytes(seed, &format!("verity-salt:{}", m.image.version));
+        // One salt for the whole image line, like the filesystem seeds: a
+        // new salt per version would change every hash in the tree and put
+        // the whole tree (8 MiB per GiB) into each delta.
+        let salt = derive_bytes(seed, "verity-salt");
         let mut vuuid = [0u8; 16];
         vuuid.copy_from_slice(
             &derive_bytes(seed, &format!("verity-uuid:{}", m.image.version))[..16],

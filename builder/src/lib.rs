@@ -7,6 +7,8 @@
 //! - [`esp`], [`gpt`]: the FAT32 ESP and the partition table.
 //! - [`initramfs`]: the compressed cpio with `/init` and the module closure.
 //! - [`report`], [`inspect`]: the JSON build report and `cairn inspect`.
+//! - [`publish`]: `cairn payload` / `cairn publish` over `cairn-payload`
+//!   and `cairn-repo`.
 //! - [`qemu`]: QEMU + OVMF command lines for `cairn run` and the boot tests.
 
 pub mod content;
@@ -17,5 +19,6 @@ pub mod initramfs;
 pub mod inspect;
 pub mod layout;
 pub mod manifest;
+pub mod publish;
 pub mod qemu;
 pub mod report;

@@ -67,6 +67,69 @@ enum Command {
         #[arg(long, value_name = "HOST:GUEST")]
         forward: Vec<String>,
     },
+    /// Make a signed update payload: a delta from --from, or a full one.
+    Payload {
+        /// The image to update to.
+        #[arg(long)]
+        to: PathBuf,
+        /// The image to update from (omit for a full payload).
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Signing key (repeat for several signatures).
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// Output file.
+        #[arg(short, long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish an image in a static update repository: a full payload, a
+    /// delta from each --delta-from image, and a new signed channel document.
+    Publish {
+        #[arg(long)]
+        repo: PathBuf,
+        #[arg(long)]
+        channel: String,
+        /// Signing key (repeat for several signatures).
+        #[arg(long, required = true)]
+        key: Vec<PathBuf>,
+        /// The new image.
+        image: PathBuf,
+        /// Earlier images to make deltas from.
+        #[arg(long = "delta-from")]
+        delta_from: Vec<PathBuf>,
+        /// Days until the channel document expires.
+        #[arg(long, default_value_t = 14)]
+        expires_days: u64,
+        /// Keep only the newest N releases in the channel document.
+        #[arg(long)]
+        keep: Option<usize>,
+        /// Replace a channel document that these keys cannot verify.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an ed25519 signing key pair: DIR/NAME.key (mode 0600) and
+    /// DIR/NAME.pub. Never overwrites.
+    Keygen {
+        /// Directory for the key files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Base name of the key files.
+        #[arg(long, default_value = "cairn")]
+        name: String,
+    },
+    /// Serve an update repository over HTTP (with Range support), for
+    /// development and tests.
+    Serve {
+        #[arg(long)]
+        repo: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
     /// Show an image's partition table, slot states and what each slot holds.
     Inspect {
         image: PathBuf,
@@ -254,6 +317,112 @@ fn run(cli: Cli) -> Result<()> {
             if !st.success() {
                 anyhow::bail!("QEMU exited with {st}");
             }
+        }
+        Command::Payload {
+            to,
+            from,
+            key,
+            out,
+            json,
+        } => {
+            let keys = cairn_builder::publish::load_keys(&key)?;
+            let s = cairn_builder::publish::write_payload(&to, from.as_deref(), &keys, &out)?;
+            if json {
+                emit(&format!(
+                    "{}\n",
+                    serde_json::json!({
+                        "payload": out.display().to_string(),
+                        "size": s.payload_len,
+                        "ops": s.ops,
+                        "file_aware": s.file_aware,
+                        "files_unchanged": s.files_unchanged,
+                        "files_changed": s.files_changed,
+                        "blocks": {
+                            "replace": s.replace_blocks,
+                            "zero": s.zero_blocks,
+                            "copy": s.copy_blocks,
+                            "zstd_diff": s.zstd_diff_blocks,
+                            "bsdiff": s.bsdiff_blocks,
+                        },
+                    })
+                ))?;
+            } else {
+                emit(&format!(
+                    "wrote {} ({} bytes, {} ops; {} files unchanged, {} diffed; blocks: {} copied, {} diffed, {} replaced, {} zero)\n",
+                    out.display(),
+                    s.payload_len,
+                    s.ops,
+                    s.files_unchanged,
+                    s.files_changed,
+                    s.copy_blocks,
+                    s.zstd_diff_blocks + s.bsdiff_blocks,
+                    s.replace_blocks,
+                    s.zero_blocks
+                ))?;
+            }
+        }
+        Command::Publish {
+            repo,
+            channel,
+            key,
+            image,
+            delta_from,
+            expires_days,
+            keep,
+            force,
+            json,
+        } => {
+            let keys = cairn_builder::publish::load_keys(&key)?;
+            let opts = cairn_repo::PublishOptions {
+                expires_in: expires_days.saturating_mul(86_400),
+                keep_releases: keep,
+                force,
+                ..cairn_repo::PublishOptions::default()
+            };
+            let p = cairn_builder::publish::publish(
+                &repo,
+                &channel,
+                &keys,
+                &image,
+                &delta_from,
+                &opts,
+            )?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;
+            } else {
+                let mut text = format!(
+                    "published {} in {} (sequence {}): full payload {} bytes\n",
+                    p.version, p.channel_document, p.sequence, p.full_size
+                );
+                for (from, size) in &p.deltas {
+                    text.push_str(&format!("  delta from {from}: {size} bytes\n"));
+                }
+                emit(&text)?;
+            }
+        }
+        Command::Keygen { dir, name } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let k = cairn_repo::keygen(&dir, &name)
+                .with_context(|| format!("making a key pair in {}", dir.display()))?;
+            emit(&format!(
+                "private key: {} (keep it secret)\npublic key:  {}\nkey id:      {}\n",
+                k.private.display(),
+                k.public.display(),
+                k.key_id
+            ))?;
+        }
+        Command::Serve { repo, listen } => {
+            if !repo.is_dir() {
+                anyhow::bail!("{}: no such repository directory", repo.display());
+            }
+            let server = cairn_repo::serve(&repo, listen)
+                .with_context(|| format!("listening on {listen}"))?;
+            eprintln!(
+                "cairn: serving {} on http://{} (Ctrl-C stops)",
+                repo.display(),
+                server.local_addr()
+            );
+            server.join();
         }
         Command::Inspect { image, json } => {
             let info = inspect::inspect(&image)

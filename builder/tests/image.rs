@@ -1518,3 +1518,147 @@ fn pax_global_header_is_not_a_file() {
         "the global header became a file on ROOT"
     );
 }
+
+#[test]
+fn cli_keygen_payload_and_publish_write_a_signed_repository() {
+    let exe = env!("CARGO_BIN_EXE_cairn");
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cairn = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new(exe).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "cairn {:?}: {}",
+            args,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Two versions that differ by one file; a [kernel] gives them slot
+    // footers, which carry the versions.
+    std::fs::write(t.join("vmlinuz"), vec![0x5au8; 64 << 10]).unwrap();
+    let (efi, init) = fake_boot_binaries();
+    let mut images = Vec::new();
+    for (v, text) in [("1.0", "one\n"), ("2.0", "two\n")] {
+        let src = t.join(format!("src-{v}/usr/share"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("version.txt"), text).unwrap();
+        // Incompressible files, the same in both versions.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..50 {
+            let data: Vec<u8> = (0..9000)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    (x >> 56) as u8
+                })
+                .collect();
+            std::fs::write(src.join(format!("same-{i}")), data).unwrap();
+        }
+        let m = manifest(
+            t,
+            "pub",
+            v,
+            &format!(
+                "[[content]]\ntype = \"dir\"\npath = \"src-{v}\"\n\n[kernel]\nfile = \"vmlinuz\"\ncmdline = \"x\"\n"
+            ),
+        );
+        let out = t.join(format!("out-{v}"));
+        cairn(&[
+            a("build"),
+            m.as_os_str(),
+            a("--out"),
+            out.as_os_str(),
+            a("--quiet"),
+            a("--boot-efi"),
+            efi.as_os_str(),
+            a("--init"),
+            init.as_os_str(),
+        ]);
+        images.push(out.join(format!("pub_{v}.img")));
+    }
+    let keys = t.join("keys");
+    let said = cairn(&[
+        a("keygen"),
+        a("--dir"),
+        keys.as_os_str(),
+        a("--name"),
+        a("rel"),
+    ]);
+    assert!(said.contains("key id:"), "{said}");
+    let key = keys.join("rel.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "private key mode");
+
+    let delta = t.join("d.cpay");
+    cairn(&[
+        a("payload"),
+        a("--to"),
+        images[1].as_os_str(),
+        a("--from"),
+        images[0].as_os_str(),
+        a("--key"),
+        key.as_os_str(),
+        a("-o"),
+        delta.as_os_str(),
+    ]);
+    let full = t.join("f.cpay");
+    cairn(&[
+        a("payload"),
+        a("--to"),
+        images[1].as_os_str(),
+        a("--key"),
+        key.as_os_str(),
+        a("-o"),
+        full.as_os_str(),
+    ]);
+    let (d, f) = (
+        std::fs::metadata(&delta).unwrap().len(),
+        std::fs::metadata(&full).unwrap().len(),
+    );
+    assert!(
+        d * 5 < f,
+        "delta {d} bytes should be far smaller than full {f} bytes"
+    );
+    assert_eq!(&std::fs::read(&delta).unwrap()[..8], b"CAIRNPAY");
+
+    let repo = t.join("repo");
+    let json = cairn(&[
+        a("publish"),
+        a("--repo"),
+        repo.as_os_str(),
+        a("--channel"),
+        a("stable"),
+        a("--key"),
+        key.as_os_str(),
+        images[1].as_os_str(),
+        a("--delta-from"),
+        images[0].as_os_str(),
+        a("--json"),
+    ]);
+    let p: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(p["sequence"], 1);
+    assert_eq!(p["version"], "2.0");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("channels/stable.json")).unwrap()).unwrap();
+    let rel = &doc["signed"]["releases"][0];
+    assert_eq!(rel["version"], "2.0");
+    assert_eq!(rel["deltas"][0]["from_version"], "1.0");
+    // Every payload the document names exists with its size and SHA-256,
+    // as sha256sum sees it.
+    for entry in [&rel["full"], &rel["deltas"][0]] {
+        let path = repo.join(entry["path"].as_str().unwrap());
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(entry["size"], len, "{}", path.display());
+        assert_eq!(
+            entry["sha256"].as_str().unwrap(),
+            sha256_region_external(&path, 0, len)
+        );
+    }
+    // The target partition hash matches USR-A of the new image.
+    let r: cairn_builder::report::Report =
+        serde_json::from_slice(&std::fs::read(images[1].with_extension("json")).unwrap()).unwrap();
+    assert_eq!(rel["target"]["sha256"], part(&r, 3).sha256.as_str());
+    assert!(doc["signatures"][0]["sig"].as_str().unwrap().len() == 128);
+}

@@ -1,0 +1,541 @@
+//! The payload generator: full or delta, from Cairn disk images.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use cairn_disk::device::FileDevice;
+use cairn_disk::gpt::Gpt;
+use cairn_ext4::{FileType, Layout};
+use ed25519_dalek::SigningKey;
+use sha2::{Digest, Sha256};
+
+use crate::apply::{read_extents, Region};
+use crate::codec;
+use crate::error::Error;
+use crate::format::{
+    total_blocks, Extent, Manifest, Op, OpType, SourceInfo, BLOCK_SIZE, MAX_EXTENTS_PER_OP,
+    MAX_OP_BLOCKS,
+};
+use crate::sign::sign;
+
+const BS: u64 = BLOCK_SIZE as u64;
+const CHUNK_BLOCKS: u64 = 256;
+/// GPT partition number of USR-A.
+pub const USR_A: u32 = 3;
+
+/// Generator settings.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// zstd level for REPLACE and zstd diffs.
+    pub zstd_level: i32,
+    /// Worker threads for compression and diffing.
+    pub threads: usize,
+    /// Most blocks batched into one REPLACE op.
+    pub replace_batch_blocks: u64,
+    /// Try zstd patch-from for changed files.
+    pub zstd_diff: bool,
+    /// Try bsdiff for changed files.
+    pub bsdiff: bool,
+    /// Version strings; default: the slot footer's OS version, else "".
+    pub target_version: Option<String>,
+    pub source_version: Option<String>,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            zstd_level: 19,
+            threads: 2,
+            replace_batch_blocks: 512,
+            zstd_diff: true,
+            bsdiff: true,
+            target_version: None,
+            source_version: None,
+        }
+    }
+}
+
+/// What the generator did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub payload_len: u64,
+    pub manifest_len: u64,
+    pub data_len: u64,
+    pub ops: u64,
+    /// Destination blocks per op type: replace, zero, copy, zstd diff, bsdiff.
+    pub replace_blocks: u64,
+    pub zero_blocks: u64,
+    pub copy_blocks: u64,
+    pub zstd_diff_blocks: u64,
+    pub bsdiff_blocks: u64,
+    /// Files of the target found unchanged in the source / diffed.
+    pub files_unchanged: u64,
+    pub files_changed: u64,
+    /// Changed files whose diff lost to plain REPLACE.
+    pub diffs_replaced: u64,
+    /// Whether both /usr layouts could be read (file-aware delta).
+    pub file_aware: bool,
+}
+
+/// A USR-A partition of an image: the open file and its byte range.
+#[derive(Debug)]
+pub struct UsrPartition {
+    pub file: File,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl UsrPartition {
+    /// Finds partition [`USR_A`] of the disk image at `path`.
+    pub fn open(path: &Path) -> Result<UsrPartition, Error> {
+        let img = |e: String| Error::Image(format!("{}: {e}", path.display()));
+        let mut dev = FileDevice::open(path, 512).map_err(|e| img(e.to_string()))?;
+        let gpt = Gpt::read(&mut dev).map_err(|e| img(format!("{e:?}")))?;
+        let entry = gpt
+            .entry(USR_A)
+            .filter(|e| e.is_used())
+            .ok_or_else(|| img("no USR-A partition".into()))?;
+        let range = entry
+            .last_lba
+            .checked_add(1)
+            .and_then(|end| end.checked_sub(entry.first_lba))
+            .and_then(|n| n.checked_mul(512))
+            .zip(entry.first_lba.checked_mul(512));
+        let Some((size, offset)) = range else {
+            return Err(img("USR-A has an invalid LBA range".into()));
+        };
+        if size == 0 || size % BS != 0 || offset % BS != 0 {
+            return Err(img("USR-A is not 4 KiB aligned".into()));
+        }
+        Ok(UsrPartition {
+            file: dev.into_inner(),
+            offset,
+            size,
+        })
+    }
+
+    fn region(&self) -> Region<'_> {
+        Region {
+            file: &self.file,
+            offset: self.offset,
+        }
+    }
+
+    fn os_version(&self) -> Option<String> {
+        let mut b = vec![0u8; cairn_disk::slot_footer::FOOTER_SIZE];
+        let at = self.offset + self.size - b.len() as u64;
+        self.file.read_exact_at(&mut b, at).ok()?;
+        let f = cairn_disk::slot_footer::SlotFooter::parse(&b, self.size).ok()?;
+        Some(f.os_version().to_string())
+    }
+
+    fn layout(&self) -> Option<Layout> {
+        cairn_ext4::read_layout(&self.file, self.offset, self.size).ok()
+    }
+}
+
+/// A computed blob: its op type, spill offset, length and sha256.
+type Blob = (OpType, u64, u64, [u8; 32]);
+/// What the workers send back.
+type Computed = Result<(usize, OpType, Vec<u8>, bool), Error>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Unset,
+    Zero,
+    Replace,
+    Copy(u64),
+    Diff(usize),
+}
+
+/// An op whose blob still has to be computed.
+#[derive(Debug)]
+enum Job {
+    Replace(Vec<Extent>),
+    Diff { dst: Vec<Extent>, src: Vec<Extent> },
+}
+
+fn block_extents(blocks: impl IntoIterator<Item = u64>) -> Vec<Extent> {
+    let mut v: Vec<Extent> = Vec::new();
+    for b in blocks {
+        match v.last_mut() {
+            Some(e) if e.end() == b => e.blocks += 1,
+            _ => v.push(Extent {
+                start: b,
+                blocks: 1,
+            }),
+        }
+    }
+    v
+}
+
+fn file_blocks(l: &cairn_ext4::LayoutEntry) -> Option<Vec<u64>> {
+    let mut v = Vec::new();
+    for e in &l.extents {
+        if e.unwritten {
+            return None;
+        }
+        v.extend(e.physical..e.physical + u64::from(e.len));
+    }
+    Some(v)
+}
+
+/// Writes a payload for the USR-A partition of `target` (full when
+/// `source` is `None`, else a delta from `source`'s USR-A) to `out`, signed
+/// by every key of `keys`.
+pub fn generate(
+    target: &Path,
+    source: Option<&Path>,
+    keys: &[SigningKey],
+    opts: &GenerateOptions,
+    out: &mut dyn Write,
+) -> Result<Summary, Error> {
+    let tgt = UsrPartition::open(target)?;
+    let src = source.map(UsrPartition::open).transpose()?;
+    let nblocks = tgt.size / BS;
+    let mut summary = Summary::default();
+    let mut plan = vec![Plan::Unset; nblocks as usize];
+
+    // Source: hash, and an index of its non-zero blocks.
+    let mut index: HashMap<[u8; 32], u64> = HashMap::new();
+    let source_info = match &src {
+        None => None,
+        Some(s) => {
+            let mut h = Sha256::new();
+            for_each_chunk(s, |first, buf| {
+                h.update(buf);
+                for (k, blk) in buf.chunks_exact(BS as usize).enumerate() {
+                    if blk.iter().any(|&b| b != 0) {
+                        index
+                            .entry(Sha256::digest(blk).into())
+                            .or_insert(first + k as u64);
+                    }
+                }
+            })?;
+            Some(SourceInfo {
+                version: opts
+                    .source_version
+                    .clone()
+                    .or_else(|| s.os_version())
+                    .unwrap_or_default(),
+                size: s.size,
+                sha256: h.finalize().into(),
+            })
+        }
+    };
+
+    // File knowledge: unchanged files are copied, changed ones diffed.
+    let mut diffs: Vec<(Vec<Extent>, Vec<Extent>)> = Vec::new();
+    if let Some(s) = &src {
+        if let (Some(tl), Some(sl)) = (tgt.layout(), s.layout()) {
+            summary.file_aware = true;
+            let mut seen = HashSet::new();
+            for (path, te) in &tl.entries {
+                if te.file_type != FileType::Regular || !seen.insert(te.inode) {
+                    continue;
+                }
+                let Some(se) = sl.entries.get(path) else {
+                    continue;
+                };
+                if se.file_type != FileType::Regular {
+                    continue;
+                }
+                let (Some(tb), Some(sb)) = (file_blocks(te), file_blocks(se)) else {
+                    continue;
+                };
+                let ok = |b: &[u64], n: u64| {
+                    !b.is_empty() && b.len() as u64 <= MAX_OP_BLOCKS && b.iter().all(|&x| x < n)
+                };
+                if !ok(&tb, nblocks)
+                    || !ok(&sb, s.size / BS)
+                    || tb.iter().any(|&b| plan[b as usize] != Plan::Unset)
+                {
+                    continue;
+                }
+                let (dst, srcx) = (
+                    block_extents(tb.iter().copied()),
+                    block_extents(sb.iter().copied()),
+                );
+                if dst.len() > MAX_EXTENTS_PER_OP as usize
+                    || srcx.len() > MAX_EXTENTS_PER_OP as usize
+                {
+                    continue;
+                }
+                let new = read_extents(tgt.region(), &dst)?;
+                let old = read_extents(s.region(), &srcx)?;
+                if new == old {
+                    summary.files_unchanged += 1;
+                    for (t, o) in tb.iter().zip(&sb) {
+                        plan[*t as usize] = Plan::Copy(*o);
+                    }
+                } else {
+                    summary.files_changed += 1;
+                    for t in &tb {
+                        plan[*t as usize] = Plan::Diff(diffs.len());
+                    }
+                    diffs.push((dst, srcx));
+                }
+            }
+        }
+    }
+
+    // Every other block: zero, a copy of an identical source block, or new.
+    let mut th = Sha256::new();
+    for_each_chunk(&tgt, |first, buf| {
+        th.update(buf);
+        for (k, blk) in buf.chunks_exact(BS as usize).enumerate() {
+            let p = &mut plan[(first + k as u64) as usize];
+            if *p != Plan::Unset {
+                continue;
+            }
+            *p = if blk.iter().all(|&b| b == 0) {
+                Plan::Zero
+            } else if let Some(&s) = index.get(&<[u8; 32]>::from(Sha256::digest(blk))) {
+                Plan::Copy(s)
+            } else {
+                Plan::Replace
+            };
+        }
+    })?;
+    let target_sha256: [u8; 32] = th.finalize().into();
+    drop(index);
+
+    // Coalesce runs into ops (jobs for those that need a blob).
+    let mut ops: Vec<(OpType, Vec<Extent>, Vec<Extent>)> = Vec::new();
+    let mut jobs: Vec<(usize, Job)> = Vec::new();
+    let mut diff_emitted = vec![false; diffs.len()];
+    let mut cur: Option<(Plan, Vec<Extent>, Vec<Extent>)> = None;
+    let flush = |cur: &mut Option<(Plan, Vec<Extent>, Vec<Extent>)>,
+                 ops: &mut Vec<(OpType, Vec<Extent>, Vec<Extent>)>,
+                 jobs: &mut Vec<(usize, Job)>| {
+        if let Some((p, dst, src)) = cur.take() {
+            let kind = match p {
+                Plan::Zero => OpType::Zero,
+                Plan::Copy(_) => OpType::SourceCopy,
+                _ => {
+                    jobs.push((ops.len(), Job::Replace(dst.clone())));
+                    OpType::Replace
+                }
+            };
+            ops.push((kind, dst, src));
+        }
+    };
+    for b in 0..nblocks {
+        let p = plan[b as usize];
+        if let Plan::Diff(j) = p {
+            flush(&mut cur, &mut ops, &mut jobs);
+            if !diff_emitted[j] {
+                diff_emitted[j] = true;
+                let (dst, src) = diffs[j].clone();
+                jobs.push((
+                    ops.len(),
+                    Job::Diff {
+                        dst: dst.clone(),
+                        src: src.clone(),
+                    },
+                ));
+                ops.push((OpType::SourceDiffZstd, dst, src));
+            }
+            continue;
+        }
+        let same_kind = matches!(
+            (&cur, p),
+            (Some((Plan::Zero, ..)), Plan::Zero)
+                | (Some((Plan::Replace, ..)), Plan::Replace)
+                | (Some((Plan::Copy(_), ..)), Plan::Copy(_))
+        );
+        let fits = cur.as_ref().is_some_and(|(cp, dst, src)| {
+            let limit = if *cp == Plan::Replace {
+                opts.replace_batch_blocks.clamp(1, MAX_OP_BLOCKS)
+            } else {
+                MAX_OP_BLOCKS
+            };
+            total_blocks(dst) < limit
+                && dst.len() < MAX_EXTENTS_PER_OP as usize
+                && src.len() < MAX_EXTENTS_PER_OP as usize
+        });
+        if !(same_kind && fits) {
+            flush(&mut cur, &mut ops, &mut jobs);
+            cur = Some((p, Vec::new(), Vec::new()));
+        }
+        if let Some((_, dst, src)) = cur.as_mut() {
+            push_block(dst, b);
+            if let Plan::Copy(s) = p {
+                push_block(src, s);
+            }
+        }
+    }
+    flush(&mut cur, &mut ops, &mut jobs);
+
+    // Compute the blobs on worker threads, spilling them to a temp file.
+    let mut spill = tempfile::tempfile()?;
+    let mut blobs: Vec<Option<Blob>> = vec![None; ops.len()];
+    let next = AtomicUsize::new(0);
+    let threads = opts.threads.max(1);
+    let mut diff_stats = 0u64;
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let (tx, rx) = mpsc::sync_channel::<Computed>(threads * 2);
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let (jobs, next, tgt, src) = (&jobs, &next, &tgt, &src);
+            scope.spawn(move || loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some((op, job)) = jobs.get(k) else { break };
+                let r = compute(job, tgt, src.as_ref(), opts).map(|(t, b, lost)| (*op, t, b, lost));
+                if tx.send(r).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut pos = 0u64;
+        for r in rx {
+            let (op, kind, blob, lost) = r?;
+            diff_stats += u64::from(lost);
+            spill.write_all(&blob)?;
+            blobs[op] = Some((kind, pos, blob.len() as u64, Sha256::digest(&blob).into()));
+            pos += blob.len() as u64;
+        }
+        Ok(())
+    })?;
+    summary.diffs_replaced = diff_stats;
+
+    // The manifest, in op order.
+    let mut manifest_ops = Vec::with_capacity(ops.len());
+    let mut data_pos = 0u64;
+    let mut spill_ranges = Vec::new();
+    for (i, (kind, dst, src)) in ops.into_iter().enumerate() {
+        let (kind, src, len, sha) = match blobs[i] {
+            Some((k, off, len, sha)) => {
+                spill_ranges.push((off, len));
+                let src = if k.reads_source() { src } else { Vec::new() };
+                (k, src, len, sha)
+            }
+            None if kind.has_data() => {
+                return Err(Error::Generate(format!("op {i}: blob missing")))
+            }
+            None => (kind, src, 0, [0; 32]),
+        };
+        let blocks = total_blocks(&dst);
+        match kind {
+            OpType::Replace => summary.replace_blocks += blocks,
+            OpType::Zero => summary.zero_blocks += blocks,
+            OpType::SourceCopy => summary.copy_blocks += blocks,
+            OpType::SourceDiffZstd => summary.zstd_diff_blocks += blocks,
+            OpType::SourceBsdiff => summary.bsdiff_blocks += blocks,
+        }
+        manifest_ops.push(Op {
+            kind,
+            dst,
+            src,
+            data_offset: data_pos,
+            data_len: len,
+            data_sha256: sha,
+        });
+        data_pos += len;
+    }
+    let manifest = Manifest {
+        target_version: opts
+            .target_version
+            .clone()
+            .or_else(|| tgt.os_version())
+            .unwrap_or_default(),
+        source: source_info,
+        target_size: tgt.size,
+        target_sha256,
+        ops: manifest_ops,
+    };
+    let prefix = sign(&manifest, keys)?;
+    out.write_all(&prefix)?;
+    spill.seek(SeekFrom::Start(0))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for (off, len) in spill_ranges {
+        spill.seek(SeekFrom::Start(off))?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            spill.read_exact(&mut buf[..n])?;
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+    }
+    out.flush()?;
+    summary.ops = manifest.ops.len() as u64;
+    summary.manifest_len = prefix.len() as u64;
+    summary.data_len = data_pos;
+    summary.payload_len = prefix.len() as u64 + data_pos;
+    Ok(summary)
+}
+
+fn push_block(v: &mut Vec<Extent>, b: u64) {
+    match v.last_mut() {
+        Some(e) if e.end() == b => e.blocks += 1,
+        _ => v.push(Extent {
+            start: b,
+            blocks: 1,
+        }),
+    }
+}
+
+/// Reads a partition in chunks: `f(first_block, bytes)`.
+fn for_each_chunk(p: &UsrPartition, mut f: impl FnMut(u64, &[u8])) -> Result<(), Error> {
+    let n = p.size / BS;
+    let mut buf = vec![0u8; (CHUNK_BLOCKS * BS) as usize];
+    let mut b = 0u64;
+    while b < n {
+        let k = (n - b).min(CHUNK_BLOCKS);
+        let bytes = (k * BS) as usize;
+        p.file.read_exact_at(&mut buf[..bytes], p.offset + b * BS)?;
+        f(b, &buf[..bytes]);
+        b += k;
+    }
+    Ok(())
+}
+
+/// The smallest blob for a job; the flag says a diff lost to REPLACE.
+fn compute(
+    job: &Job,
+    tgt: &UsrPartition,
+    src: Option<&UsrPartition>,
+    opts: &GenerateOptions,
+) -> Result<(OpType, Vec<u8>, bool), Error> {
+    let gen = Error::Generate;
+    match job {
+        Job::Replace(dst) => {
+            let data = read_extents(tgt.region(), dst)?;
+            Ok((
+                OpType::Replace,
+                codec::compress(&data, opts.zstd_level).map_err(gen)?,
+                false,
+            ))
+        }
+        Job::Diff { dst, src: sx } => {
+            let s = src.ok_or_else(|| Error::Generate("diff without source".into()))?;
+            let new = read_extents(tgt.region(), dst)?;
+            let old = read_extents(s.region(), sx)?;
+            let mut best = (
+                OpType::Replace,
+                codec::compress(&new, opts.zstd_level).map_err(gen)?,
+            );
+            if opts.zstd_diff {
+                let d = codec::zstd_diff(&old, &new, opts.zstd_level).map_err(gen)?;
+                if d.len() < best.1.len() {
+                    best = (OpType::SourceDiffZstd, d);
+                }
+            }
+            if opts.bsdiff {
+                let d = codec::bsdiff(&old, &new).map_err(gen)?;
+                if d.len() < best.1.len() {
+                    best = (OpType::SourceBsdiff, d);
+                }
+            }
+            let lost = best.0 == OpType::Replace;
+            Ok((best.0, best.1, lost))
+        }
+    }
+}
