@@ -1641,7 +1641,7 @@ fn cli_keygen_payload_and_publish_write_a_signed_repository() {
     assert_eq!(p["sequence"], 1);
     assert_eq!(p["version"], "2.0");
     let doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.join("channels/stable.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(repo.join("stable.json")).unwrap()).unwrap();
     let rel = &doc["signed"]["releases"][0];
     assert_eq!(rel["version"], "2.0");
     assert_eq!(rel["deltas"][0]["from_version"], "1.0");

@@ -1,4 +1,4 @@
-//! The signed channel document `channels/<name>.json`.
+//! The signed channel document `<name>.json` at the repository root.
 //!
 //! ```json
 //! {"signatures":[{"keyid":"<16 hex>","sig":"<128 hex>"}],
@@ -118,7 +118,8 @@ pub struct Release {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Payload {
-    /// Path relative to the repository root (the directory holding `channels/`).
+    /// Path relative to the channel document's directory (the repository
+    /// root).
     pub path: String,
     /// SHA-256 of the file, lower-case hex.
     pub sha256: String,
@@ -173,9 +174,10 @@ impl Signed {
     }
 }
 
-/// `<repo_dir>/channels/<name>.json`.
+/// `<repo_dir>/<name>.json`: at the root, so that payload paths are
+/// relative to the channel document.
 pub fn channel_path(repo_dir: &Path, name: &str) -> PathBuf {
-    repo_dir.join("channels").join(format!("{name}.json"))
+    repo_dir.join(format!("{name}.json"))
 }
 
 fn is_name(s: &str) -> bool {

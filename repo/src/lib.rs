@@ -2,7 +2,7 @@
 //! publishing into a static repository directory, and a small development
 //! HTTP server with `Range` support.
 //!
-//! The on-host update engine downloads `channels/<name>.json` from a static
+//! The on-host update engine downloads `<name>.json` from a static
 //! repository, verifies it against its trusted public keys
 //! ([`verify_channel`]) and then fetches the payloads the document lists.
 //! Payload files are opaque to this crate: [`publish`] copies whatever bytes

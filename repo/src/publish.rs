@@ -126,7 +126,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PublishError + '_ {
 
 /// Publishes `release` into channel `channel` of the repository at `repo_dir`:
 ///
-/// 1. reads `channels/<channel>.json` if it exists and verifies its
+/// 1. reads `<channel>.json` if it exists and verifies its
 ///    signature with the public halves of `keys` (expiry is ignored); an
 ///    unverifiable document is an error unless `opts.force`;
 /// 2. copies the payloads to `payloads/<version>/<sha256[..16]>.full.cpay`
@@ -221,8 +221,7 @@ pub fn publish(
             .ok_or_else(|| PublishError::Invalid("sequence overflow".into()))?,
     };
     let bytes = sign_channel(&signed, keys)?;
-    let channels_dir = repo_dir.join("channels");
-    fs::create_dir_all(&channels_dir).map_err(io_err(&channels_dir))?;
+    fs::create_dir_all(repo_dir).map_err(io_err(repo_dir))?;
     fsutil::write_atomic(&doc_path, &bytes).map_err(io_err(&doc_path))?;
     Ok(PublishOutcome {
         channel_path: doc_path,
