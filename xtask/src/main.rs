@@ -69,6 +69,7 @@ const APT_PREREQS: &[(&str, &str)] = &[
     ("busybox-static", "busybox"),
     ("cpio", "cpio"),
     ("zstd", "zstd"),
+    ("curl", "curl"),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
 ];
