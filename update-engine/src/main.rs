@@ -1,19 +1,12 @@
-//! `cairn-update`: the on-host update engine.
-//!
-//! Only `status` exists so far: it reads the GPT of a disk (or image file)
-//! and shows both /usr slots with their gptprio bits and the slot the boot
-//! manager would choose next. Downloading, applying and flipping slots come
-//! with the "signed delta updates" issue.
+//! `cairn-update`: the on-host update engine's command line. The logic is
+//! in the library (`cairn_update`).
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result};
-use cairn_disk::device::FileDevice;
-use cairn_disk::gpt::Gpt;
-use cairn_disk::guid::COREOS_USR_TYPE;
-use cairn_disk::slot;
+use anyhow::Result;
+use cairn_update::{Config, Engine, HttpTransport, Paths};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,88 +15,152 @@ use serde::Serialize;
     about = "Cairn's on-host update engine"
 )]
 struct Cli {
+    /// Defaults file (built into /usr).
+    #[arg(long, global = true, default_value = "/usr/lib/cairn/update.toml")]
+    defaults: PathBuf,
+    /// Host configuration overriding the defaults key by key.
+    #[arg(long, global = true, default_value = "/etc/cairn/update.toml")]
+    config: PathBuf,
+    /// The kernel command line (with cairn.usr=PARTUUID=...).
+    #[arg(long, global = true, default_value = "/proc/cmdline")]
+    cmdline: PathBuf,
+    /// sysfs block directory, for finding the disk.
+    #[arg(long, global = true, default_value = "/sys/block")]
+    sys_block: PathBuf,
+    /// Directory of device nodes.
+    #[arg(long, global = true, default_value = "/dev")]
+    dev_dir: PathBuf,
+    /// The disk (or image file); default: the one holding the booted slot.
+    #[arg(long, global = true)]
+    disk: Option<PathBuf>,
+    /// Overrides `state-dir`.
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    /// Logical sector size of the disk.
+    #[arg(long, global = true, default_value_t = 512)]
+    sector_size: u32,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the /usr slots of a disk and which one boots next.
-    Status {
-        /// The disk or image file.
-        #[arg(long)]
-        disk: PathBuf,
-        /// Logical sector size of the disk.
-        #[arg(long, default_value_t = 512)]
-        sector_size: u32,
+    /// Fetch and verify the channel document; say what would be installed.
+    Check {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Debug, Serialize)]
-struct Slot {
-    partition: u32,
-    label: String,
-    priority: u8,
-    tries: u8,
-    successful: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct Status {
-    disk: String,
-    slots: Vec<Slot>,
-    next_boot: Option<u32>,
-    note: String,
+    /// Download and apply the update into the inactive slot.
+    Update {
+        /// Now (the only mode so far).
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the slots, their versions and the update phase.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark the booted slot as good (after a successful boot).
+    MarkGood,
+    /// Check and update periodically.
+    Daemon,
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().command {
-        Command::Status {
-            disk,
-            sector_size,
-            json,
-        } => {
-            let mut dev = FileDevice::open(&disk, sector_size)
-                .with_context(|| format!("cannot open {}", disk.display()))?;
-            let gpt = Gpt::read(&mut dev)
-                .map_err(|e| anyhow::anyhow!("{}: no valid GPT: {e}", disk.display()))?;
-            let slots: Vec<Slot> = gpt
-                .partitions()
-                .filter(|(_, e)| e.type_guid == COREOS_USR_TYPE)
-                .map(|(n, e)| {
-                    let p = e.prio();
-                    Slot {
-                        partition: n,
-                        label: e.name_string(),
-                        priority: p.priority(),
-                        tries: p.tries(),
-                        successful: p.successful(),
-                    }
-                })
-                .collect();
-            let (next_boot, note) = match slot::choose(&gpt, COREOS_USR_TYPE) {
-                Ok(d) => (Some(d.partition), format!("partition {} {d}", d.partition)),
-                Err(e) => (None, e.to_string()),
-            };
-            let st = Status {
-                disk: disk.display().to_string(),
-                slots,
-                next_boot,
-                note,
-            };
+    let cli = Cli::parse();
+    let paths = Paths {
+        defaults_config: cli.defaults,
+        config: cli.config,
+        cmdline: cli.cmdline,
+        sys_block: cli.sys_block,
+        dev_dir: cli.dev_dir,
+    };
+    let mut config = Config::load(&paths)?;
+    if let Some(d) = cli.disk {
+        config.disk = Some(d);
+    }
+    if let Some(s) = cli.state_dir {
+        config.state_dir = s;
+    }
+    let mut engine = Engine::new(config, paths, Box::new(HttpTransport::default()));
+    engine.sector_size = cli.sector_size;
+    match cli.command {
+        Command::Check { json } => {
+            let o = engine.check()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                println!("{}", serde_json::to_string_pretty(&o)?);
             } else {
-                for s in &st.slots {
+                match o {
+                    cairn_update::CheckOutcome::UpToDate {
+                        booted_version,
+                        sequence,
+                    } => {
+                        println!("up to date: {booted_version} (channel sequence {sequence})")
+                    }
+                    cairn_update::CheckOutcome::Available(a) => println!(
+                        "{} -> {}: {} payload of {} bytes",
+                        a.booted_version,
+                        a.version,
+                        if a.payload.from_version.is_some() {
+                            "delta"
+                        } else {
+                            "full"
+                        },
+                        a.payload.size
+                    ),
+                }
+            }
+        }
+        Command::Update { now, json } => {
+            if !now {
+                anyhow::bail!(
+                    "only `update --now` exists so far (the daemon updates on its schedule)"
+                );
+            }
+            let o = engine.update_now()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&o)?);
+            } else {
+                println!("{o:?}");
+            }
+        }
+        Command::Status { json } => {
+            let s = engine.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                for x in &s.slots {
                     println!(
-                        "{:>2} {:<8} priority {:>2} tries {:>2} successful {}",
-                        s.partition, s.label, s.priority, s.tries, s.successful
+                        "{:>2} {:<8} {} priority {:>2} tries {:>2} successful {} version {}",
+                        x.slot.partition,
+                        x.slot.label,
+                        if x.booted { "booted" } else { "      " },
+                        x.slot.priority,
+                        x.slot.tries,
+                        x.slot.successful,
+                        x.slot.version.as_deref().unwrap_or("-")
                     );
                 }
-                println!("next boot: {}", st.note);
+                println!(
+                    "next boot: {}",
+                    s.next_boot.map_or("none".into(), |n| n.to_string())
+                );
+                println!("phase: {}", s.phase);
+                if let Some(t) = s.last_check {
+                    println!("last check: {t} (unix seconds)");
+                }
+                if let Some(e) = &s.last_error {
+                    println!("last error: {e}");
+                }
             }
+        }
+        Command::MarkGood => println!("{}", engine.mark_good()?),
+        Command::Daemon => {
+            let stop = AtomicBool::new(false);
+            engine.daemon(&stop, None)?;
         }
     }
     Ok(())
