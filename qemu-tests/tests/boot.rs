@@ -91,6 +91,18 @@ fn fresh_image(dir: &Path) -> PathBuf {
     img
 }
 
+/// Inverts the bits of the byte at `at` in `img`.
+fn flip_byte(img: &Path, at: u64) {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[!byte[0]], at).unwrap();
+}
+
 fn cgpt(args: &[&str], img: &Path) -> String {
     let out = Command::new("cgpt")
         .args(args)
@@ -224,15 +236,7 @@ fn corrupted_usr_block_gives_an_io_error_and_a_verity_message() {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
-    let at = usr_off + block * 4096 + 100;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&img)
-        .unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0xff], at).unwrap();
+    flip_byte(&img, usr_off + block * 4096 + 100);
 
     let mut vm = Vm::start(&img, &dir, 1);
     vm.wait_for(
@@ -434,16 +438,10 @@ fn kernel_with_a_bad_hash_is_refused() {
     let (usr_off, _) = partition(3);
     // One flipped byte in the middle of USR-A's kernel: its SHA-256 no
     // longer matches the slot footer, and USR-B is empty.
-    let at = usr_off + pristine().report.usr.boot_area_offset + 1_000_000;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&img)
-        .unwrap();
-    let mut byte = [0u8; 1];
-    f.read_exact_at(&mut byte, at).unwrap();
-    f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-    drop(f);
+    flip_byte(
+        &img,
+        usr_off + pristine().report.usr.boot_area_offset + 1_000_000,
+    );
     let mut vm = Vm::start(&img, &dir, 1);
     let out = vm.wait_for("cairn-boot: no bootable slot", BOOT);
     assert!(
