@@ -240,14 +240,33 @@ fn mib(b: u64) -> String {
     }
 }
 
-fn prio_cols(p: &Option<GptPrioReport>) -> (String, String, String) {
+/// One partition row shared by `cairn inspect` and the build summary:
+/// number, label, type, start, size, gptprio columns, then `rest`.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    s: &mut String,
+    number: &dyn std::fmt::Display,
+    label: &str,
+    type_name: &str,
+    start: &str,
+    size: &str,
+    [pr, tr, ok]: [&str; 3],
+    rest: &str,
+) {
+    let _ = writeln!(
+        s,
+        "{number:>2}  {label:<11} {type_name:<14} {start:>9} {size:>9}  {pr:>4} {tr:>5} {ok:>4}  {rest}"
+    );
+}
+
+fn prio_cols(p: &Option<GptPrioReport>) -> [String; 3] {
     match p {
-        Some(p) => (
+        Some(p) => [
             p.priority.to_string(),
             p.tries.to_string(),
             if p.successful { "yes" } else { "no" }.to_string(),
-        ),
-        None => ("-".into(), "-".into(), "-".into()),
+        ],
+        None => ["-".into(), "-".into(), "-".into()],
     }
 }
 
@@ -260,29 +279,30 @@ pub fn render(i: &Inspection) -> String {
         i.image, i.size, i.disk_guid
     );
     let _ = writeln!(s, "GPT: {}", i.gpt);
-    let _ = writeln!(
-        s,
-        "{:>2}  {:<11} {:<14} {:>9} {:>9}  {:>4} {:>5} {:>4}  HOLDS",
-        "#", "LABEL", "TYPE", "START", "SIZE", "PRIO", "TRIES", "OK"
+    row(
+        &mut s,
+        &"#",
+        "LABEL",
+        "TYPE",
+        "START",
+        "SIZE",
+        ["PRIO", "TRIES", "OK"],
+        "HOLDS",
     );
     for p in &i.partitions {
-        let (pr, tr, ok) = prio_cols(&p.gptprio);
         let holds = match &p.version {
             Some(v) => format!("{}, version {v}", p.holds),
             None => p.holds.clone(),
         };
-        let _ = writeln!(
-            s,
-            "{:>2}  {:<11} {:<14} {:>9} {:>9}  {:>4} {:>5} {:>4}  {}",
-            p.number,
-            p.label,
-            p.type_name,
-            mib(p.offset),
-            mib(p.size),
-            pr,
-            tr,
-            ok,
-            holds
+        row(
+            &mut s,
+            &p.number,
+            &p.label,
+            &p.type_name,
+            &mib(p.offset),
+            &mib(p.size),
+            prio_cols(&p.gptprio).each_ref().map(String::as_str),
+            &holds,
         );
     }
     let _ = writeln!(s, "next boot: {}", i.next_boot);
@@ -297,26 +317,26 @@ pub fn summary_table(r: &Report) -> String {
         "\n{} {} (channel {}), {} bytes",
         r.image.name, r.image.version, r.image.channel, r.size
     );
-    let _ = writeln!(
-        s,
-        "{:>2}  {:<11} {:<14} {:>9} {:>9}  {:>4} {:>5} {:>4}  {:<12} SHA-256",
-        "#", "LABEL", "TYPE", "START", "SIZE", "PRIO", "TRIES", "OK", "CONTENTS"
+    row(
+        &mut s,
+        &"#",
+        "LABEL",
+        "TYPE",
+        "START",
+        "SIZE",
+        ["PRIO", "TRIES", "OK"],
+        &format!("{:<12} SHA-256", "CONTENTS"),
     );
     for p in &r.partitions {
-        let (pr, tr, ok) = prio_cols(&p.gptprio);
-        let _ = writeln!(
-            s,
-            "{:>2}  {:<11} {:<14} {:>9} {:>9}  {:>4} {:>5} {:>4}  {:<12} {}…",
-            p.number,
-            p.label,
-            p.type_name,
-            mib(p.offset),
-            mib(p.size),
-            pr,
-            tr,
-            ok,
-            p.contents,
-            &p.sha256[..16]
+        row(
+            &mut s,
+            &p.number,
+            &p.label,
+            &p.type_name,
+            &mib(p.offset),
+            &mib(p.size),
+            prio_cols(&p.gptprio).each_ref().map(String::as_str),
+            &format!("{:<12} {}…", p.contents, &p.sha256[..16]),
         );
     }
     let v = &r.usr.verity;
