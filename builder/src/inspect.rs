@@ -233,7 +233,7 @@ pub fn inspect(path: &Path) -> Result<Inspection, InspectError> {
 }
 
 fn mib(b: u64) -> String {
-    if b >= 1 << 30 && b % (1 << 30) == 0 {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
         format!("{} GiB", b >> 30)
     } else {
         format!("{} MiB", b >> 20)

@@ -111,7 +111,7 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> MemDevice<B> {
 
     fn range(&self, lba: u64, len: usize) -> Option<core::ops::Range<usize>> {
         let bs = usize::try_from(self.block_size).ok()?;
-        if bs == 0 || len % bs != 0 {
+        if bs == 0 || !len.is_multiple_of(bs) {
             return None;
         }
         let start = usize::try_from(lba).ok()?.checked_mul(bs)?;
@@ -224,7 +224,9 @@ mod file {
         fn seek_to(&mut self, lba: u64, len: usize) -> io::Result<()> {
             let bs = u64::from(self.block_size);
             let blocks = len as u64 / bs;
-            if len as u64 % bs != 0 || lba.checked_add(blocks).is_none_or(|e| e > self.num_blocks) {
+            if !(len as u64).is_multiple_of(bs)
+                || lba.checked_add(blocks).is_none_or(|e| e > self.num_blocks)
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(

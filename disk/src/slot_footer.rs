@@ -294,7 +294,9 @@ impl SlotFooter {
             .hash_offset
             .checked_add(verity_hash_area_size(verity.data_blocks))
             .ok_or(FooterError::BadRegion("verity"))?;
-        if verity.hash_offset < fs_end || hash_end > footer_offset || verity.hash_offset % 4096 != 0
+        if verity.hash_offset < fs_end
+            || hash_end > footer_offset
+            || !verity.hash_offset.is_multiple_of(4096)
         {
             return Err(FooterError::BadRegion("verity"));
         }

@@ -684,7 +684,7 @@ pub fn sort_xattrs(entries: &mut [XattrEntry]) {
 /// entries) to ext4's compact on-disk format (version 1, 4-byte entries
 /// for the owner/group/mask/other tags). `None` if malformed.
 pub fn acl_to_disk(value: &[u8]) -> Option<Vec<u8>> {
-    if value.len() < 4 || (value.len() - 4) % 8 != 0 || get_u32(value, 0) != 2 {
+    if value.len() < 4 || !(value.len() - 4).is_multiple_of(8) || get_u32(value, 0) != 2 {
         return None;
     }
     let mut out = Vec::with_capacity(value.len());

@@ -246,7 +246,7 @@ fn parse_verity(v: &str) -> Result<VerityGeometry, CmdlineError> {
     if data_blocks == 0 {
         return Err(invalid(K_VERITY, v, "data_blocks must not be 0"));
     }
-    if hash_offset % VERITY_BLOCK_SIZE != 0 {
+    if !hash_offset.is_multiple_of(VERITY_BLOCK_SIZE) {
         return Err(invalid(
             K_VERITY,
             v,

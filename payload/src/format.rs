@@ -244,7 +244,7 @@ impl Manifest {
         check_version(&self.target_version)?;
         let bs = u64::from(BLOCK_SIZE);
         if self.target_size == 0
-            || self.target_size % bs != 0
+            || !self.target_size.is_multiple_of(bs)
             || self.target_size > MAX_PARTITION_LEN
         {
             return Err(FormatError::BadPartitionSize(self.target_size));
@@ -473,7 +473,7 @@ impl Header {
         }
         let signatures_len = word(16);
         let ok = (signatures_len as usize) >= 4
-            && (signatures_len as usize - 4) % SIGNATURE_ENTRY_LEN == 0
+            && (signatures_len as usize - 4).is_multiple_of(SIGNATURE_ENTRY_LEN)
             && (signatures_len as usize - 4) / SIGNATURE_ENTRY_LEN <= MAX_SIGNATURES as usize;
         if !ok {
             return Err(FormatError::BadSignaturesLength(signatures_len));

@@ -396,7 +396,7 @@ impl Layout {
 }
 
 fn check_offsets(layout: &Layout, data_offset: u64, hash_offset: u64) -> Result<(), Error> {
-    if data_offset % BLOCK_SIZE != 0 || hash_offset % BLOCK_SIZE != 0 {
+    if !data_offset.is_multiple_of(BLOCK_SIZE) || !hash_offset.is_multiple_of(BLOCK_SIZE) {
         return Err(Error::InvalidParams(format!(
             "data_offset {data_offset} and hash_offset {hash_offset} must be multiples of {BLOCK_SIZE}"
         )));
@@ -735,7 +735,7 @@ pub fn compute<D: ReadAt + Sync + ?Sized>(
     data_ranges: Option<&[(u64, u64)]>,
 ) -> Result<HashArea, Error> {
     let layout = Layout::new(params.data_blocks)?;
-    if data_offset % BLOCK_SIZE != 0 {
+    if !data_offset.is_multiple_of(BLOCK_SIZE) {
         return Err(Error::InvalidParams(format!(
             "data_offset {data_offset} must be a multiple of {BLOCK_SIZE}"
         )));

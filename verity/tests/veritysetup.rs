@@ -78,7 +78,7 @@ fn make_data(n: u64, seed: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
         if random_run {
             ranges.push((b, len));
             for blk in b..b + len {
-                if rng.next() % 10 != 0 {
+                if !rng.next().is_multiple_of(10) {
                     let s = blk as usize * BS;
                     for w in v[s..s + BS].chunks_exact_mut(8) {
                         w.copy_from_slice(&rng.next().to_le_bytes());
@@ -86,7 +86,7 @@ fn make_data(n: u64, seed: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
                 }
             }
         }
-        random_run = rng.next() % 3 != 0;
+        random_run = !rng.next().is_multiple_of(3);
         b += len;
     }
     (v, ranges)
