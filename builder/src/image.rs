@@ -115,6 +115,9 @@ pub struct BuildOptions {
     /// The initramfs's `/init` (static `cairn-init`). Required when the
     /// manifest has a kernel.
     pub init: Option<PathBuf>,
+    /// The update engine (static `cairn-update`), installed as
+    /// /usr/bin/cairn-update. Required when the manifest has `[update]`.
+    pub update_engine: Option<PathBuf>,
 }
 
 /// A slot's boot data, prepared before anything is written.
@@ -352,6 +355,7 @@ fn file_node(data: Vec<u8>, mode: u16) -> Node {
 /// area.
 fn assemble(
     m: &Manifest,
+    opts: &BuildOptions,
     spill: Spill,
     progress: &dyn Progress,
 ) -> Result<(Tree, Option<KernelInput>, Vec<String>), BuildError> {
@@ -453,8 +457,81 @@ fn assemble(
         Path::new("/usr/lib/os-release"),
         file_node(os_release.into_bytes(), 0o644),
     )?;
+    if let Some(u) = &m.update {
+        install_update_engine(&mut a.tree, m, u, opts)?;
+    }
     apply_overrides(&mut a.tree, &m.overrides)?;
     Ok((a.tree, kernel, warnings))
+}
+
+/// Installs the update engine: the binary, its defaults from `[update]`
+/// and the trusted public keys. These replace whatever content or overlays
+/// put at the same paths.
+fn install_update_engine(
+    tree: &mut Tree,
+    m: &Manifest,
+    u: &crate::manifest::Update,
+    opts: &BuildOptions,
+) -> Result<(), BuildError> {
+    let engine = opts
+        .update_engine
+        .as_deref()
+        .ok_or_else(|| BuildError::Source {
+            at: "[update]".into(),
+            path: "--update-engine".into(),
+            message: "the manifest has [update], so the image needs the update engine cairn-update (static, x86_64-unknown-linux-musl); build it with `cargo xtask image` (which builds and passes it) or pass --update-engine".into(),
+        })?;
+    let bin = std::fs::read(engine).map_err(|e| BuildError::Source {
+        at: "--update-engine".into(),
+        path: engine.display().to_string(),
+        message: format!("cannot read the update engine: {e}"),
+    })?;
+    if !bin.starts_with(b"\x7fELF") {
+        return Err(BuildError::Source {
+            at: "--update-engine".into(),
+            path: engine.display().to_string(),
+            message: "not an ELF executable; pass the cairn-update binary".into(),
+        });
+    }
+    let mut defaults = format!(
+        "# Update engine defaults, written by `cairn build` from [update] in\n# {}.\n# Any key can be overridden in /etc/cairn/update.toml.\n",
+        m.file.file_name().map_or_else(|| m.file.display().to_string(), |n| n.to_string_lossy().into_owned())
+    );
+    defaults.push_str(&toml::to_string(&u.config).map_err(|e| BuildError::Source {
+        at: "[update]".into(),
+        path: m.file.display().to_string(),
+        message: format!("cannot write update.toml: {e}"),
+    })?);
+    for (path, data, mode) in [
+        ("/usr/bin/cairn-update", bin, 0o755),
+        ("/usr/lib/cairn/update.toml", defaults.into_bytes(), 0o644),
+    ] {
+        let _ = tree.remove(Path::new(path));
+        tree.insert(Path::new(path), file_node(data, mode))?;
+    }
+    let _ = tree.remove(Path::new("/usr/lib/cairn/keys"));
+    for k in &u.keys {
+        let key = cairn_repo::load_public_key(&k.path).map_err(|e| BuildError::Source {
+            at: k.at.clone(),
+            path: k.path.display().to_string(),
+            message: format!("[update] keys: {e}"),
+        })?;
+        let name = k
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let data = std::fs::read(&k.path).map_err(|e| BuildError::Io {
+            path: k.path.display().to_string(),
+            source: e,
+        })?;
+        tracing::debug!(key = %name, id = %cairn_repo::key_id(&key.to_bytes()), "trusting update key");
+        tree.insert(
+            Path::new(&format!("/usr/lib/cairn/keys/{name}")),
+            file_node(data, 0o644),
+        )?;
+    }
+    Ok(())
 }
 
 /// Removes /boot from the tree (a Debian kernel package puts vmlinuz,
@@ -740,7 +817,7 @@ pub fn build(
     progress.stage("content");
     let t = Instant::now();
     let spill = Spill::new(&opts.out_dir)?;
-    let (tree, kernel, mut warnings) = assemble(m, spill, progress)?;
+    let (tree, kernel, mut warnings) = assemble(m, opts, spill, progress)?;
     let Split { usr, oem, root } = split(tree)?;
     let files = usr.walk().len() as u64;
     progress.done(&format!("{files} entries in /usr ({:.1?})", t.elapsed()));

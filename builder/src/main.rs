@@ -46,6 +46,12 @@ enum Command {
         /// (x86_64-unknown-linux-musl/release), else /usr/lib/cairn/cairn-init.
         #[arg(long, value_name = "BINARY")]
         init: Option<PathBuf>,
+        /// The update engine for manifests with [update]. Default:
+        /// $CAIRN_UPDATE, else cairn-update from this cargo target directory
+        /// (x86_64-unknown-linux-musl/release), else
+        /// /usr/lib/cairn/cairn-update.
+        #[arg(long, value_name = "BINARY")]
+        update_engine: Option<PathBuf>,
         /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
@@ -81,6 +87,10 @@ enum Command {
         /// Output file.
         #[arg(short, long)]
         out: PathBuf,
+        /// zstd level of REPLACE data and zstd diffs (1-22; lower is faster
+        /// and bigger).
+        #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+        zstd_level: i32,
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +118,9 @@ enum Command {
         /// Replace a channel document that these keys cannot verify.
         #[arg(long)]
         force: bool,
+        /// zstd level of the payloads (1-22; lower is faster and bigger).
+        #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+        zstd_level: i32,
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
             base,
             boot_efi,
             init,
+            update_engine,
             json,
             quiet,
         } => {
@@ -246,6 +260,9 @@ fn run(cli: Cli) -> Result<()> {
                     }),
                     init: init.or_else(|| {
                         find_binary("CAIRN_INIT", "x86_64-unknown-linux-musl", "cairn-init")
+                    }),
+                    update_engine: update_engine.or_else(|| {
+                        find_binary("CAIRN_UPDATE", "x86_64-unknown-linux-musl", "cairn-update")
                     }),
                 },
                 &bars,
@@ -323,10 +340,21 @@ fn run(cli: Cli) -> Result<()> {
             from,
             key,
             out,
+            zstd_level,
             json,
         } => {
             let keys = cairn_builder::publish::load_keys(&key)?;
-            let s = cairn_builder::publish::write_payload(&to, from.as_deref(), &keys, &out)?;
+            let gen = cairn_payload::GenerateOptions {
+                zstd_level,
+                ..Default::default()
+            };
+            let s = cairn_builder::publish::write_payload_with(
+                &to,
+                from.as_deref(),
+                &keys,
+                &out,
+                &gen,
+            )?;
             if json {
                 emit(&format!(
                     "{}\n",
@@ -370,6 +398,7 @@ fn run(cli: Cli) -> Result<()> {
             expires_days,
             keep,
             force,
+            zstd_level,
             json,
         } => {
             let keys = cairn_builder::publish::load_keys(&key)?;
@@ -379,13 +408,18 @@ fn run(cli: Cli) -> Result<()> {
                 force,
                 ..cairn_repo::PublishOptions::default()
             };
-            let p = cairn_builder::publish::publish(
+            let gen = cairn_payload::GenerateOptions {
+                zstd_level,
+                ..Default::default()
+            };
+            let p = cairn_builder::publish::publish_with(
                 &repo,
                 &channel,
                 &keys,
                 &image,
                 &delta_from,
                 &opts,
+                &gen,
             )?;
             if json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&p)?))?;

@@ -79,11 +79,11 @@ impl Size {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b >= 1 << 30 && b % (1 << 30) == 0 {
+        if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
             write!(f, "{}GiB", b >> 30)
-        } else if b >= 1 << 20 && b % (1 << 20) == 0 {
+        } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", b >> 20)
-        } else if b >= 1 << 10 && b % (1 << 10) == 0 {
+        } else if b >= 1 << 10 && b.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", b >> 10)
         } else {
             write!(f, "{b}B")
@@ -170,6 +170,7 @@ struct RawManifest {
     kernel: Option<RawKernel>,
     partitions: Option<RawPartitions>,
     output: Option<RawOutput>,
+    update: Option<toml::Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,7 +365,7 @@ impl Default for Partitions {
 }
 
 /// A fully merged manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// The file that was named on the command line.
     pub file: PathBuf,
@@ -378,6 +379,21 @@ pub struct Manifest {
     pub kernel: Option<Kernel>,
     pub partitions: Partitions,
     pub formats: Vec<OutputFormat>,
+    /// `[update]`: the update engine and its configuration.
+    pub update: Option<Update>,
+}
+
+/// The `[update]` table: the image gets the update engine
+/// (`/usr/bin/cairn-update`), its defaults (`/usr/lib/cairn/update.toml`)
+/// and the public keys it trusts (`/usr/lib/cairn/keys/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    /// Every key but `keys`, merged along the `extends` chain key by key,
+    /// with `channel` defaulting to `[image] channel`. Checked against the
+    /// engine's own schema (`cairn_update::config`).
+    pub config: toml::Table,
+    /// Public key files (`*.pub` from `cairn keygen`).
+    pub keys: Vec<SourcePath>,
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -430,7 +446,7 @@ fn decode_xattr(value: &str) -> Result<Vec<u8>, String> {
         Ok(t.as_bytes().to_vec())
     } else if let Some(h) = value.strip_prefix("hex:") {
         let h: String = h.chars().filter(|c| !c.is_whitespace()).collect();
-        if h.len() % 2 != 0 {
+        if !h.len().is_multiple_of(2) {
             return Err(format!("hex value '{h}' has an odd number of digits"));
         }
         (0..h.len())
@@ -507,6 +523,7 @@ impl Manifest {
         let mut kernel: Option<Kernel> = None;
         let mut parts = Partitions::default();
         let mut formats = vec![OutputFormat::Raw];
+        let mut update: Option<Update> = None;
         let mut files = Vec::new();
 
         for (ctx, raw) in &chain {
@@ -627,6 +644,9 @@ impl Manifest {
                     formats = f.clone();
                 }
             }
+            if let Some(t) = &raw.update {
+                update = Some(update_table(ctx, t, update.take())?);
+            }
         }
 
         let missing = |key: &str| ManifestError::Invalid {
@@ -655,6 +675,9 @@ impl Manifest {
             }
         }
         check_partitions(&shown, &parts)?;
+        if let Some(u) = &mut update {
+            check_update(&shown, u, &channel)?;
+        }
         Ok(Manifest {
             file: file.to_path_buf(),
             files,
@@ -671,8 +694,83 @@ impl Manifest {
             kernel,
             partitions: parts,
             formats,
+            update,
         })
     }
+}
+
+/// Merges one file's `[update]` table onto what the files before it set.
+fn update_table(
+    ctx: &FileCtx,
+    t: &toml::Spanned<toml::Table>,
+    prev: Option<Update>,
+) -> Result<Update, ManifestError> {
+    let mut u = prev.unwrap_or(Update {
+        config: toml::Table::new(),
+        keys: Vec::new(),
+    });
+    for (k, v) in t.get_ref() {
+        if k == "keys" {
+            let list = v.as_array().filter(|a| a.iter().all(|x| x.is_str()));
+            let Some(list) = list else {
+                return Err(ctx.err_at(
+                    t.span(),
+                    "[update] keys must be a list of paths to public key files (*.pub)",
+                ));
+            };
+            let at = ctx.at(t.span());
+            u.keys = list
+                .iter()
+                .filter_map(|x| x.as_str())
+                .map(|x| SourcePath {
+                    path: normalize(&ctx.dir.join(x)),
+                    written: x.to_string(),
+                    at: at.clone(),
+                })
+                .collect();
+        } else {
+            u.config.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(u)
+}
+
+/// Fills in the channel and checks the merged `[update]` table with the
+/// engine's own parser, so a typo fails the build, not the fleet.
+fn check_update(file: &str, u: &mut Update, channel: &str) -> Result<(), ManifestError> {
+    let invalid = |message: String| ManifestError::Invalid {
+        file: file.to_string(),
+        message,
+    };
+    if u.keys.is_empty() {
+        return Err(invalid(
+            "[update] needs 'keys': the public key files (from `cairn keygen`) that sign the update channel".into(),
+        ));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for k in &u.keys {
+        let name = k.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.ends_with(".pub") || name.starts_with('.') {
+            return Err(invalid(format!(
+                "[update] keys: '{}' must name a public key file ending in .pub",
+                k.written
+            )));
+        }
+        if !names.insert(name.to_string()) {
+            return Err(invalid(format!(
+                "[update] keys: two keys are named '{name}'; they would overwrite each other in /usr/lib/cairn/keys"
+            )));
+        }
+    }
+    u.config
+        .entry("channel")
+        .or_insert_with(|| toml::Value::String(channel.to_string()));
+    let text = toml::to_string(&u.config)
+        .map_err(|e| invalid(format!("[update]: cannot serialize: {e}")))?;
+    let raw = cairn_update::config::RawConfig::parse(&text, "[update]")
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    cairn_update::config::Config::from_raw(raw).map_err(|e| invalid(format!("[update]: {e:#}")))?;
+    Ok(())
 }
 
 fn content_entry(ctx: &FileCtx, c: &RawContent) -> Result<Content, ManifestError> {
@@ -766,7 +864,7 @@ fn check_partitions(file: &str, p: &Partitions) -> Result<(), ManifestError> {
             });
         }
     }
-    if p.usr_boot_area.0 % mib != 0 || p.usr_boot_area.0 * 2 > p.usr.0 {
+    if !p.usr_boot_area.0.is_multiple_of(mib) || p.usr_boot_area.0 * 2 > p.usr.0 {
         return Err(ManifestError::Invalid {
             file: file.to_string(),
             message: format!(
@@ -820,6 +918,63 @@ mod tests {
         let err = Manifest::load(&p).unwrap_err().to_string();
         let want = format!("{}:8:3: unknown field 'sise', expected one of", p.display());
         assert!(err.starts_with(&want), "{err}");
+    }
+
+    #[test]
+    fn update_table_merges_and_is_checked_by_the_engine_schema() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        write(
+            d.path(),
+            "base.toml",
+            &format!("{MIN}[update]\nurl = \"http://u/\"\ninterval = 60\nkeys = [\"k/a.pub\"]\n"),
+        );
+        let child = write(
+            &d.path().join("sub"),
+            "child.toml",
+            "extends = \"../base.toml\"\n[update]\ninterval = 120\nreboot = \"immediate\"\n",
+        );
+        let m = Manifest::load(&child).unwrap();
+        let u = m.update.unwrap();
+        assert_eq!(u.config["url"].as_str(), Some("http://u/"));
+        assert_eq!(u.config["interval"].as_integer(), Some(120));
+        assert_eq!(u.config["reboot"].as_str(), Some("immediate"));
+        // The channel defaults to the image's.
+        assert_eq!(u.config["channel"].as_str(), Some("stable"));
+        // Key paths resolve against the file that named them.
+        assert_eq!(u.keys.len(), 1);
+        assert_eq!(u.keys[0].path, normalize(&d.path().join("k/a.pub")));
+
+        // A typo is the engine's "unknown field", at build time.
+        let bad = write(
+            d.path(),
+            "bad.toml",
+            &format!("{MIN}[update]\nurll = \"http://u/\"\nkeys = [\"a.pub\"]\n"),
+        );
+        let err = Manifest::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+        // Values the engine refuses are refused here too.
+        let bad = write(
+            d.path(),
+            "bad2.toml",
+            &format!("{MIN}[update]\nurl = \"ftp://u/\"\nkeys = [\"a.pub\"]\n"),
+        );
+        let err = Manifest::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("http://"), "{err}");
+        let nokeys = write(
+            d.path(),
+            "nokeys.toml",
+            &format!("{MIN}[update]\nurl = \"http://u/\"\n"),
+        );
+        let err = Manifest::load(&nokeys).unwrap_err().to_string();
+        assert!(err.contains("needs 'keys'"), "{err}");
+        let notpub = write(
+            d.path(),
+            "notpub.toml",
+            &format!("{MIN}[update]\nkeys = [\"release.key\"]\n"),
+        );
+        let err = Manifest::load(&notpub).unwrap_err().to_string();
+        assert!(err.contains("ending in .pub"), "{err}");
     }
 
     #[test]

@@ -74,6 +74,17 @@ pub fn write_payload(
     keys: &[PrivateKey],
     out: &Path,
 ) -> Result<Summary> {
+    write_payload_with(to, from, keys, out, &GenerateOptions::default())
+}
+
+/// [`write_payload`] with generator settings (zstd level, threads).
+pub fn write_payload_with(
+    to: &Path,
+    from: Option<&Path>,
+    keys: &[PrivateKey],
+    out: &Path,
+    gen: &GenerateOptions,
+) -> Result<Summary> {
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -84,17 +95,12 @@ pub fn write_payload(
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let summary = {
         let mut w = BufWriter::new(tmp.as_file());
-        let s = cairn_payload::generate(
-            to,
-            from,
-            &signing_keys(keys),
-            &GenerateOptions::default(),
-            &mut w,
-        )
-        .with_context(|| match from {
-            Some(f) => format!("making a delta payload {} -> {}", f.display(), to.display()),
-            None => format!("making a full payload for {}", to.display()),
-        })?;
+        let s = cairn_payload::generate(to, from, &signing_keys(keys), gen, &mut w).with_context(
+            || match from {
+                Some(f) => format!("making a delta payload {} -> {}", f.display(), to.display()),
+                None => format!("making a full payload for {}", to.display()),
+            },
+        )?;
         w.flush().context("writing the payload")?;
         s
     };
@@ -125,19 +131,40 @@ pub fn publish(
     delta_from: &[PathBuf],
     opts: &PublishOptions,
 ) -> Result<Published> {
+    publish_with(
+        repo,
+        channel,
+        keys,
+        image,
+        delta_from,
+        opts,
+        &GenerateOptions::default(),
+    )
+}
+
+/// [`publish`] with generator settings for the payloads.
+pub fn publish_with(
+    repo: &Path,
+    channel: &str,
+    keys: &[PrivateKey],
+    image: &Path,
+    delta_from: &[PathBuf],
+    opts: &PublishOptions,
+    gen: &GenerateOptions,
+) -> Result<Published> {
     let version = image_version(image)?;
     let (target_sha256, target_size) = usr_digest(image)?;
     std::fs::create_dir_all(repo).with_context(|| format!("creating {}", repo.display()))?;
     let work = tempfile::tempdir_in(repo)
         .with_context(|| format!("creating a work directory in {}", repo.display()))?;
     let full_path = work.path().join("full.cpay");
-    let full = write_payload(image, None, keys, &full_path)?;
+    let full = write_payload_with(image, None, keys, &full_path, gen)?;
     let mut deltas = Vec::new();
     let mut sizes = Vec::new();
     for (i, old) in delta_from.iter().enumerate() {
         let from_version = image_version(old)?;
         let path = work.path().join(format!("delta-{i}.cpay"));
-        let s = write_payload(image, Some(old), keys, &path)?;
+        let s = write_payload_with(image, Some(old), keys, &path, gen)?;
         sizes.push((from_version.clone(), s.payload_len));
         deltas.push((from_version, PayloadSource::Path(path)));
     }

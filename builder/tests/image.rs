@@ -1662,3 +1662,63 @@ fn cli_keygen_payload_and_publish_write_a_signed_repository() {
     assert_eq!(rel["target"]["sha256"], part(&r, 3).sha256.as_str());
     assert!(doc["signatures"][0]["sig"].as_str().unwrap().len() == 128);
 }
+
+#[test]
+fn update_section_installs_the_engine_its_defaults_and_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir_all(t.join("src/usr/bin")).unwrap();
+    std::fs::write(t.join("src/usr/bin/hi"), b"hi\n").unwrap();
+    let keys = cairn_repo::keygen(&t.join("keys"), "release").unwrap();
+    let engine = write_file(t, "cairn-update", "\x7fELF stand-in for the engine\n");
+    let m = manifest(
+        t,
+        "upd",
+        "1.0",
+        "[[content]]\ntype = \"dir\"\npath = \"src\"\n\n[update]\nurl = \"http://updates.example.invalid/cairn/\"\nkeys = [\"keys/release.pub\"]\ninterval = 600\nreboot = \"immediate\"\n",
+    );
+    let loaded = cairn_builder::manifest::Manifest::load(&m).unwrap();
+    let opts = |engine: Option<PathBuf>| cairn_builder::image::BuildOptions {
+        out_dir: t.join("out"),
+        base: None,
+        source_date_epoch: None,
+        boot_efi: None,
+        init: None,
+        update_engine: engine,
+    };
+    // Without the engine binary: a one-line error naming the option.
+    let err = cairn_builder::image::build(&loaded, &opts(None), &cairn_builder::image::Quiet)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--update-engine"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+
+    let built =
+        cairn_builder::image::build(&loaded, &opts(Some(engine)), &cairn_builder::image::Quiet)
+            .unwrap();
+    let usr = part(&built.report, 3).offset;
+    // Read back with debugfs: the /usr filesystem's root is /usr.
+    let bin = debugfs(&built.image, usr, "cat /bin/cairn-update");
+    assert_eq!(bin, "\x7fELF stand-in for the engine\n");
+    let stat = debugfs(&built.image, usr, "stat /bin/cairn-update");
+    assert!(stat.contains("Mode:  0755"), "{stat}");
+    let conf = debugfs(&built.image, usr, "cat /lib/cairn/update.toml");
+    // The engine's own parser accepts what the builder wrote, with the
+    // channel taken from [image].
+    let raw = cairn_update::config::RawConfig::parse(&conf, "update.toml").unwrap();
+    let c = cairn_update::config::Config::from_raw(raw).unwrap();
+    assert_eq!(
+        c.url.as_deref(),
+        Some("http://updates.example.invalid/cairn/")
+    );
+    assert_eq!(c.channel, "test");
+    assert_eq!(c.interval, 600);
+    let key = debugfs(&built.image, usr, "cat /lib/cairn/keys/release.pub");
+    assert_eq!(key, std::fs::read_to_string(&keys.public).unwrap());
+    e2fsck_region(
+        &built.image,
+        usr,
+        built.report.usr.filesystem_size,
+        "usr-with-engine",
+    );
+}

@@ -66,6 +66,7 @@ fn pristine() -> &'static Built {
                 source_date_epoch: None,
                 boot_efi: Some(env_path("CAIRN_BOOT_EFI")),
                 init: Some(env_path("CAIRN_INIT")),
+                update_engine: Some(env_path("CAIRN_UPDATE")),
             },
             &Quiet,
         )

@@ -51,6 +51,7 @@ fn fixture() -> &'static Fixture {
                     source_date_epoch: None,
                     boot_efi: Some(t.join("efi")),
                     init: Some(t.join("init")),
+                    update_engine: None,
                 },
                 &Quiet,
             )

@@ -123,9 +123,17 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 /// Installs missing apt packages when running as root on Debian, otherwise
 /// names exactly what to install.
 fn ensure_prereqs(extra: &[(&str, &str)]) -> Result<()> {
-    let missing: BTreeSet<&str> = APT_PREREQS
+    ensure_apt(&APT_PREREQS.iter().chain(extra).copied().collect::<Vec<_>>())
+}
+
+/// The C compiler for zstd's C code in the static (musl) update engine.
+const MUSL_CC: (&str, &str) = ("musl-tools", "x86_64-linux-musl-gcc");
+
+/// Installs the packages of `tools` whose binary is missing (as root on
+/// Debian), otherwise names exactly what to install.
+fn ensure_apt(tools: &[(&str, &str)]) -> Result<()> {
+    let missing: BTreeSet<&str> = tools
         .iter()
-        .chain(extra)
         .filter(|(_, bin)| !have(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
@@ -211,10 +219,22 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// Builds the two binaries that run outside the build host: the UEFI boot
-/// manager and the initramfs's static init. Returns their paths.
-pub fn build_boot_binaries() -> Result<(PathBuf, PathBuf)> {
+/// The binaries that run on the target rather than the build host.
+#[derive(Debug)]
+pub struct TargetBinaries {
+    /// The UEFI boot manager.
+    pub boot_efi: PathBuf,
+    /// The initramfs's static init.
+    pub init: PathBuf,
+    /// The static update engine installed into images with `[update]`.
+    pub update_engine: PathBuf,
+}
+
+/// Builds the UEFI boot manager, the static init and the static update
+/// engine.
+pub fn build_boot_binaries() -> Result<TargetBinaries> {
     const TARGETS: [&str; 2] = ["x86_64-unknown-uefi", "x86_64-unknown-linux-musl"];
+    ensure_apt(&[MUSL_CC])?;
     if have("rustup") {
         let installed = Command::new("rustup")
             .args(["target", "list", "--installed"])
@@ -247,14 +267,46 @@ pub fn build_boot_binaries() -> Result<(PathBuf, PathBuf)> {
         "-q",
         "-p",
         "cairn-init",
+        "-p",
+        "cairn-update",
         "--target",
         TARGETS[1],
     ]))?;
     let t = target_dir();
-    Ok((
-        t.join(TARGETS[0]).join("release/cairn-boot.efi"),
-        t.join(TARGETS[1]).join("release/cairn-init"),
-    ))
+    Ok(TargetBinaries {
+        boot_efi: t.join(TARGETS[0]).join("release/cairn-boot.efi"),
+        init: t.join(TARGETS[1]).join("release/cairn-init"),
+        update_engine: t.join(TARGETS[1]).join("release/cairn-update"),
+    })
+}
+
+/// The development signing key the default manifest trusts
+/// (`.cache/keys/dev.pub`), made with `cairn keygen` on first use. It signs
+/// updates published to a local `cairn serve`; real fleets list their own
+/// keys in `[update] keys`.
+pub fn ensure_dev_key() -> Result<PathBuf> {
+    let dir = workspace_root().join(".cache/keys");
+    let public = dir.join("dev.pub");
+    if public.is_file() && dir.join("dev.key").is_file() {
+        return Ok(public);
+    }
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "-q",
+            "-p",
+            "cairn-builder",
+            "--bin",
+            "cairn",
+            "--",
+            "keygen",
+            "--name",
+            "dev",
+            "--dir",
+        ])
+        .arg(&dir))?;
+    Ok(public)
 }
 
 fn cargo() -> Command {
@@ -268,7 +320,8 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Image { manifest, out } => {
             fetch_debs(IMAGE_DEBS)?;
-            let (efi, init) = build_boot_binaries()?;
+            let bins = build_boot_binaries()?;
+            ensure_dev_key()?;
             run(cargo()
                 .args([
                     "run",
@@ -285,9 +338,11 @@ fn main() -> Result<()> {
                 .arg("--out")
                 .arg(&out)
                 .arg("--boot-efi")
-                .arg(&efi)
+                .arg(&bins.boot_efi)
                 .arg("--init")
-                .arg(&init))?;
+                .arg(&bins.init)
+                .arg("--update-engine")
+                .arg(&bins.update_engine))?;
             eprintln!(
                 "\nboot it with: cargo run --release --bin cairn -- run <the .img written above>"
             );
@@ -296,7 +351,8 @@ fn main() -> Result<()> {
             ensure_prereqs(&[])?;
             fetch_debs(TEST_DEBS)?;
             fetch_debs(IMAGE_DEBS)?;
-            let (efi, init) = build_boot_binaries()?;
+            let bins = build_boot_binaries()?;
+            ensure_dev_key()?;
             if !no_lint {
                 run(cargo().args(["fmt", "--all", "--", "--check"]))?;
                 run(cargo().args([
@@ -321,8 +377,9 @@ fn main() -> Result<()> {
             run(cargo()
                 .args(["test", "--workspace", "--release"])
                 .env("CAIRN_DEB_CACHE", deb_cache())
-                .env("CAIRN_BOOT_EFI", &efi)
-                .env("CAIRN_INIT", &init))?;
+                .env("CAIRN_BOOT_EFI", &bins.boot_efi)
+                .env("CAIRN_INIT", &bins.init)
+                .env("CAIRN_UPDATE", &bins.update_engine))?;
         }
         Task::FetchDebs { bench } => {
             fetch_debs(IMAGE_DEBS)?;

@@ -189,6 +189,7 @@ pub fn try_build(
             source_date_epoch: epoch,
             boot_efi: Some(fake_boot_binaries().0),
             init: Some(fake_boot_binaries().1),
+            update_engine: None,
         },
         &Quiet,
     )
