@@ -51,15 +51,27 @@ impl Applier {
     /// into `target`. A delta reads `source`, whose sha256 is checked
     /// first ([`Error::SourceMismatch`] if it is another version). Each
     /// op's data is checked against its sha256 before anything is written.
-    /// After op `i` is written and synced, `progress(i)` is called; passing
-    /// `Some(i + 1)` as `resume` later skips ops `0..=i` (their data is read
-    /// and discarded). Finally the whole target's sha256 is checked.
+    ///
+    /// Durability is only forced at checkpoints: after op `i` is written
+    /// (to the page cache), `progress.written(i)` says whether to go on, to
+    /// checkpoint or to stop. At a checkpoint the target is synced
+    /// (`fdatasync`) and then `progress.durable(i + 1)` is called: ops
+    /// `0..=i` are on disk, so the caller may persist `i + 1` as the op to
+    /// resume at. Passing `Some(n)` as `resume` later skips ops `0..n`
+    /// (their data is read and discarded). No op reads the target, so ops
+    /// written after the last checkpoint are simply applied again.
+    ///
+    /// Stopping syncs, reports the checkpoint and returns
+    /// [`Error::Stopped`]. A read error on the payload stream also syncs
+    /// and reports the ops written so far before returning the error.
+    /// At the end the target is synced once, `durable(op count)` is called
+    /// and the whole target's sha256 is checked.
     pub fn apply(
         &self,
         mut reader: impl Read,
         target: Region<'_>,
         source: Option<Region<'_>>,
-        progress: &mut dyn FnMut(u32),
+        progress: &mut dyn ApplyProgress,
         resume: Option<u32>,
     ) -> Result<VerifiedManifest, Error> {
         let verified = self.read_verified(&mut reader)?;
@@ -88,11 +100,14 @@ impl Applier {
                 Some(src)
             }
         };
+        // The parser bounds the op count (1,048,576).
         let ops = m.ops.len() as u32;
         let start = resume.unwrap_or(0);
         if start > ops {
             return Err(Error::BadResume { resume: start, ops });
         }
+        // Ops `start..written` are written but maybe not yet durable.
+        let mut written = start;
         for (i, op) in m.ops.iter().enumerate() {
             let i = i as u32;
             if i < start {
@@ -103,14 +118,35 @@ impl Applier {
                 continue;
             }
             let mut data = vec![0u8; op.data_len as usize];
-            reader.read_exact(&mut data)?;
+            if let Err(e) = reader.read_exact(&mut data) {
+                // The payload stream broke, the target did not: keep what
+                // is written so a resume starts here.
+                if written > start {
+                    target.file.sync_data()?;
+                    progress.durable(written)?;
+                }
+                return Err(e.into());
+            }
             if op.kind.has_data() && Sha256::digest(&data).as_slice() != op.data_sha256 {
                 return Err(Error::DataHashMismatch { op: i });
             }
             run_op(i, op, &data, target, source)?;
-            target.file.sync_data()?;
-            progress(i);
+            written = i + 1;
+            match progress.written(i) {
+                After::Continue => {}
+                After::Checkpoint => {
+                    target.file.sync_data()?;
+                    progress.durable(written)?;
+                }
+                After::Stop => {
+                    target.file.sync_data()?;
+                    progress.durable(written)?;
+                    return Err(Error::Stopped { next_op: written });
+                }
+            }
         }
+        target.file.sync_data()?;
+        progress.durable(ops)?;
         let actual = hash_region(target, m.target_size)?;
         if actual != m.target_sha256 {
             return Err(Error::TargetHashMismatch {
@@ -119,6 +155,62 @@ impl Applier {
             });
         }
         Ok(verified)
+    }
+}
+
+/// What [`Applier::apply`] does after an op was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Go on without forcing anything to disk.
+    Continue,
+    /// Sync the target, then report [`ApplyProgress::durable`].
+    Checkpoint,
+    /// Sync, report [`ApplyProgress::durable`] and return
+    /// [`Error::Stopped`].
+    Stop,
+}
+
+/// The caller's side of [`Applier::apply`]: progress and checkpoints.
+pub trait ApplyProgress {
+    /// Op `op` was written (not necessarily durable yet).
+    fn written(&mut self, op: u32) -> After;
+    /// Ops `0..next_op` are durably on disk: `next_op` may be persisted as
+    /// the op to resume at. An error stops the apply.
+    fn durable(&mut self, next_op: u32) -> io::Result<()>;
+}
+
+/// Checkpoints every `every` written ops (0: only at the end), stops
+/// after `stop_after` ops if set, and records what it saw: for tests and
+/// simple callers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorder {
+    /// Checkpoint after every this many written ops (0: never, only at
+    /// the end).
+    pub every: u32,
+    /// Stop once this many ops were written in this run.
+    pub stop_after: Option<u32>,
+    /// Every op reported written, in order.
+    pub written: Vec<u32>,
+    /// Every `next_op` reported durable, in order.
+    pub durable: Vec<u32>,
+}
+
+impl ApplyProgress for Recorder {
+    fn written(&mut self, op: u32) -> After {
+        self.written.push(op);
+        let n = self.written.len() as u32;
+        if self.stop_after.is_some_and(|k| n >= k) {
+            After::Stop
+        } else if self.every > 0 && n.is_multiple_of(self.every) {
+            After::Checkpoint
+        } else {
+            After::Continue
+        }
+    }
+
+    fn durable(&mut self, next_op: u32) -> io::Result<()> {
+        self.durable.push(next_op);
+        Ok(())
     }
 }
 

@@ -70,6 +70,8 @@ pub enum Error {
     RegionTooSmall { what: &'static str, need: u64 },
     #[error("resume op {resume} is past the last op ({ops})")]
     BadResume { resume: u32, ops: u32 },
+    #[error("stopped on request; ops before {next_op} are on disk (resume there)")]
+    Stopped { next_op: u32 },
     #[error("op {op}: data blob sha256 mismatch")]
     DataHashMismatch { op: u32 },
     #[error("op {op}: cannot decode its data: {reason}")]

@@ -16,7 +16,7 @@ pub mod format;
 pub mod generate;
 pub mod sign;
 
-pub use apply::{Applier, Region};
+pub use apply::{After, Applier, ApplyProgress, Recorder, Region};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{Error, FormatError};
 pub use format::{Extent, Manifest, Op, OpType, SourceInfo};

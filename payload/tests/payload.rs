@@ -15,8 +15,8 @@ use cairn_builder::image::{self, BuildOptions, Quiet};
 use cairn_builder::manifest::Manifest as ImageManifest;
 use cairn_payload::format::{Header, HEADER_LEN};
 use cairn_payload::{
-    generate, verify, Applier, Error, GenerateOptions, Manifest, OpType, Region, SigningKey,
-    Summary, UsrPartition,
+    generate, verify, Applier, Error, GenerateOptions, Manifest, OpType, Recorder, Region,
+    SigningKey, Summary, UsrPartition,
 };
 
 const PARTITIONS: &str = r#"
@@ -106,6 +106,7 @@ fn build(dir: &Path, version: &str, base: Option<&Path>) -> PathBuf {
             source_date_epoch: None,
             boot_efi: None,
             init: None,
+            update_engine: None,
         },
         &Quiet,
     )
@@ -222,7 +223,7 @@ fn apply_to(
     payload: &[u8],
     reader: impl Read,
     resume: Option<u32>,
-    done: &mut Vec<u32>,
+    done: &mut Recorder,
 ) -> Result<(), Error> {
     let _ = payload;
     let file = std::fs::OpenOptions::new()
@@ -243,7 +244,7 @@ fn apply_to(
                 file: &file,
                 offset: a,
             }),
-            &mut |i| done.push(i),
+            done,
             resume,
         )
         .map(|_| ())
@@ -289,14 +290,16 @@ fn full_and_delta_reproduce_v2() {
 
     for payload in [&f.full, &f.delta] {
         let (_d, disk) = device(f);
-        let mut done = Vec::new();
+        let mut done = Recorder::default();
         apply_to(f, &disk, payload, payload.as_slice(), None, &mut done).unwrap();
         let ops = verify(payload, &[f.key.verifying_key()])
             .unwrap()
             .manifest
             .ops
             .len() as u32;
-        assert_eq!(done, (0..ops).collect::<Vec<_>>());
+        assert_eq!(done.written, (0..ops).collect::<Vec<_>>());
+        // No checkpoint was asked for: durable once, at the end.
+        assert_eq!(done.durable, vec![ops]);
         assert_slot_is_v2(f, &disk);
         // USR-A (the source) is untouched.
         let (a, len) = part(&disk, 3);
@@ -339,13 +342,17 @@ fn flipped_data_byte_fails_at_its_op_before_writing() {
             v
         })
         .collect();
-    let mut done = Vec::new();
+    let mut done = Recorder::default();
     let err = apply_to(f, &disk, &bad, bad.as_slice(), None, &mut done).unwrap_err();
     assert!(
         matches!(err, Error::DataHashMismatch { op } if op as usize == k),
         "{err:?}"
     );
-    assert_eq!(done.last().copied(), k.checked_sub(1).map(|x| x as u32));
+    assert_eq!(
+        done.written.last().copied(),
+        k.checked_sub(1).map(|x| x as u32)
+    );
+    assert!(done.durable.is_empty(), "{:?}", done.durable);
     for (e, old) in op.dst.iter().zip(before) {
         let mut v = vec![0u8; (e.blocks * 4096) as usize];
         File::open(&disk)
@@ -391,7 +398,7 @@ fn flipped_manifest_byte_and_foreign_keys_are_rejected() {
         &payload,
         payload.as_slice(),
         None,
-        &mut Vec::new(),
+        &mut Recorder::default(),
     )
     .unwrap_err();
     assert!(matches!(err, Error::NoValidSignature), "{err:?}");
@@ -410,7 +417,7 @@ fn delta_on_wrong_source_is_a_source_mismatch() {
         &f.delta,
         f.delta.as_slice(),
         None,
-        &mut Vec::new(),
+        &mut Recorder::default(),
     )
     .unwrap_err();
     assert!(matches!(err, Error::SourceMismatch { .. }), "{err:?}");
@@ -426,7 +433,13 @@ fn delta_on_wrong_source_is_a_source_mismatch() {
         offset: a,
     };
     let err = Applier::new(&[f.key.verifying_key()])
-        .apply(f.delta.as_slice(), r, Some(r), &mut |_| {}, None)
+        .apply(
+            f.delta.as_slice(),
+            r,
+            Some(r),
+            &mut Recorder::default(),
+            None,
+        )
         .unwrap_err();
     assert!(matches!(err, Error::SourceTargetOverlap), "{err:?}");
 }
@@ -458,7 +471,7 @@ fn interrupted_apply_resumes_from_the_reported_op() {
         let m = verify(payload, &[f.key.verifying_key()]).unwrap().manifest;
         let start = data_start(payload);
         let cut = start + (m.data_len() as usize) * 2 / 3;
-        let mut done = Vec::new();
+        let mut done = Recorder::default();
         let err = apply_to(
             f,
             &disk,
@@ -472,9 +485,11 @@ fn interrupted_apply_resumes_from_the_reported_op() {
         )
         .unwrap_err();
         assert!(matches!(err, Error::Io(_)), "{err:?}");
-        let last = *done.last().expect("some ops completed");
+        let last = *done.written.last().expect("some ops completed");
         assert!((last as usize) < m.ops.len() - 1);
-        let mut rest = Vec::new();
+        // The broken stream still checkpointed what was written.
+        assert_eq!(done.durable, vec![last + 1]);
+        let mut rest = Recorder::default();
         apply_to(
             f,
             &disk,
@@ -484,9 +499,53 @@ fn interrupted_apply_resumes_from_the_reported_op() {
             &mut rest,
         )
         .unwrap();
-        assert_eq!(rest.first().copied(), Some(last + 1));
+        assert_eq!(rest.written.first().copied(), Some(last + 1));
         assert_slot_is_v2(f, &disk);
     }
+}
+
+#[test]
+fn checkpoints_only_when_asked_and_stop_resumes() {
+    let f = fixture();
+    let payload = &f.delta;
+    let ops = verify(payload, &[f.key.verifying_key()])
+        .unwrap()
+        .manifest
+        .ops
+        .len() as u32;
+    assert!(ops >= 8, "{ops} ops");
+    let (_d, disk) = device(f);
+    // Checkpoint every 3 ops, stop after 7 written.
+    let mut first = Recorder {
+        every: 3,
+        stop_after: Some(7),
+        ..Recorder::default()
+    };
+    let err = apply_to(f, &disk, payload, payload.as_slice(), None, &mut first).unwrap_err();
+    assert!(matches!(err, Error::Stopped { next_op: 7 }), "{err:?}");
+    assert_eq!(first.written, (0..7).collect::<Vec<_>>());
+    assert_eq!(first.durable, vec![3, 6, 7]);
+    // Resuming at the last durable op finishes the slot; the skipped ops
+    // are not reported again.
+    let mut rest = Recorder::default();
+    apply_to(f, &disk, payload, payload.as_slice(), Some(7), &mut rest).unwrap();
+    assert_eq!(rest.written, (7..ops).collect::<Vec<_>>());
+    assert_eq!(rest.durable, vec![ops]);
+    assert_slot_is_v2(f, &disk);
+    // Resuming at the very end only checks the hash; past it is refused.
+    let mut end = Recorder::default();
+    apply_to(f, &disk, payload, payload.as_slice(), Some(ops), &mut end).unwrap();
+    assert!(end.written.is_empty());
+    let err = apply_to(
+        f,
+        &disk,
+        payload,
+        payload.as_slice(),
+        Some(ops + 1),
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::BadResume { .. }), "{err:?}");
 }
 
 #[test]
@@ -524,7 +583,15 @@ fn random_corruption_never_panics() {
     for op in m.ops.iter().filter(|o| o.kind.has_data()).take(3) {
         let mut bad = f.delta.clone();
         bad[data_start(&f.delta) + op.data_offset as usize] ^= 0xff;
-        assert!(apply_to(f, &disk, &bad, bad.as_slice(), None, &mut Vec::new()).is_err());
+        assert!(apply_to(
+            f,
+            &disk,
+            &bad,
+            bad.as_slice(),
+            None,
+            &mut Recorder::default()
+        )
+        .is_err());
     }
 }
 

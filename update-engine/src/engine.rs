@@ -1,26 +1,36 @@
-//! The engine: check, download, apply, flip, status, mark-good, rollback
-//! detection and the daemon loop.
+//! The engine: check, download, apply, flip, status, mark-good and
+//! rollback detection. The daemon loop and the reboot strategy are in
+//! [`crate::daemon`].
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use cairn_disk::gpt::Gpt;
 use cairn_disk::guid::COREOS_USR_TYPE;
 use cairn_disk::slot;
-use cairn_payload::{Applier, Region};
+use cairn_payload::{After, Applier, ApplyProgress, Region};
 use cairn_repo::{Channel, ChannelError, PublicKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tracing::{error, info, warn};
 
-use crate::config::{join_url, Config, Paths, RebootStrategy};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{join_url, Config, HealthFailureAction, Paths};
+use crate::health;
+use crate::lock::{EngineLock, LockError};
+use crate::progress::{NoProgress, ProgressSink, Tenths, Unit};
 use crate::slots::{self, SlotInfo};
 use crate::state::{Phase, State};
 use crate::transport::{FetchError, RateLimited, Transport};
 use crate::version;
+
+/// The apply persists its position (`next_op`) at most this often.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One payload the engine may download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,12 +75,79 @@ pub enum UpdateOutcome {
     AlreadyStaged {
         version: String,
         slot: u32,
+        label: String,
     },
     Staged {
         version: String,
         slot: u32,
+        label: String,
+        /// Written from a delta payload (else the full one).
         delta: bool,
     },
+}
+
+impl std::fmt::Display for UpdateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpdateOutcome::UpToDate { booted_version } => {
+                write!(
+                    f,
+                    "up to date: {booted_version} is running and nothing newer is available"
+                )
+            }
+            UpdateOutcome::AlreadyStaged {
+                version,
+                slot,
+                label,
+            } => write!(
+                f,
+                "{version} is already staged in slot {slot} ({label}); reboot to apply it"
+            ),
+            UpdateOutcome::Staged {
+                version,
+                slot,
+                label,
+                delta,
+            } => write!(
+                f,
+                "staged {version} in slot {slot} ({label}) from the {} payload; reboot to apply it",
+                if *delta { "delta" } else { "full" }
+            ),
+        }
+    }
+}
+
+/// What `mark-good` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkedGood {
+    pub slot: u32,
+    pub label: String,
+    pub version: String,
+    /// The slot was already marked successful before.
+    pub was_good: bool,
+    /// Health checks that ran (and passed).
+    pub checks: Vec<String>,
+}
+
+impl std::fmt::Display for MarkedGood {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.was_good {
+            write!(
+                f,
+                "slot {} ({}) is good: version {} (marked before; {} health checks passed)",
+                self.slot,
+                self.label,
+                self.version,
+                self.checks.len()
+            )
+        } else {
+            write!(
+                f,
+                "marked slot {} ({}) good: version {}",
+                self.slot, self.label, self.version
+            )
+        }
+    }
 }
 
 /// Picks the newest release newer than `booted` and not in `bad`, and its
@@ -110,7 +187,7 @@ pub fn select(
         });
     if delta.is_none() && full.size > max_payload_size {
         bail!(
-            "release {}: payload of {} bytes exceeds max-payload-size {}",
+            "release {}: payload of {} bytes exceeds max-payload-size {} (raise it in update.toml to allow it)",
             rel.version,
             full.size,
             max_payload_size
@@ -173,7 +250,7 @@ pub struct StatusReport {
     pub booted: Option<SlotStatus>,
     pub slots: Vec<SlotStatus>,
     pub next_boot: Option<u32>,
-    /// idle, checking, downloading N%, verifying, applying N%,
+    /// idle, checking, downloading N%, verifying, applying (op N),
     /// staged-needs-reboot, trial-needs-mark-good, rolled-back.
     pub phase: String,
     pub state: Phase,
@@ -190,6 +267,15 @@ pub struct Engine {
     pub paths: Paths,
     pub transport: Box<dyn Transport>,
     pub sector_size: u32,
+    /// Wall clock and sleeping (the daemon's waits, reboot windows,
+    /// channel expiry).
+    pub clock: Arc<dyn Clock>,
+    /// Receives download and apply progress (for a progress bar); log
+    /// lines are written either way.
+    pub progress: Arc<dyn ProgressSink>,
+    /// Set it to stop the daemon, and a running apply at its next op (the
+    /// apply checkpoints first, so the next run resumes there).
+    pub stop: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -197,12 +283,10 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("config", &self.config)
             .field("paths", &self.paths)
+            .field("sector_size", &self.sector_size)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
-}
-
-fn log(msg: &str) {
-    eprintln!("cairn-update: {msg}");
 }
 
 fn hex(b: &[u8]) -> String {
@@ -214,7 +298,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -230,18 +316,30 @@ impl Engine {
             paths,
             transport,
             sector_size: 512,
+            clock: Arc::new(SystemClock),
+            progress: Arc::new(NoProgress),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn state_dir(&self) -> &Path {
+    pub(crate) fn state_dir(&self) -> &Path {
         &self.config.state_dir
+    }
+
+    /// Takes the engine lock (`<state-dir>/lock`) without waiting.
+    pub fn try_lock(&self) -> Result<EngineLock, LockError> {
+        EngineLock::try_acquire(self.state_dir())
+    }
+
+    fn lock(&self) -> Result<EngineLock> {
+        self.try_lock().map_err(anyhow::Error::from)
     }
 
     /// Loads the state, logging what loading had to repair.
     pub fn load_state(&self) -> Result<State> {
         let l = State::load(self.state_dir())?;
         for w in &l.warnings {
-            log(w);
+            warn!("{w}");
         }
         if !l.warnings.is_empty() {
             l.state.save(self.state_dir())?;
@@ -249,7 +347,7 @@ impl Engine {
         Ok(l.state)
     }
 
-    fn save(&self, st: &State) -> Result<()> {
+    pub(crate) fn save(&self, st: &State) -> Result<()> {
         st.save(self.state_dir())
     }
 
@@ -284,13 +382,25 @@ impl Engine {
                 *g,
                 self.sector_size,
             )?,
-            (None, Err(e)) => bail!("no disk given and cannot find it: {e:#}"),
+            (None, Err(e)) => {
+                bail!("no disk given and cannot find it: {e:#} (set `disk` in update.toml or pass --disk)")
+            }
         };
         let file = OpenOptions::new()
             .read(true)
             .write(write)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "opening the disk {}{}",
+                    path.display(),
+                    if write {
+                        " for writing (run as root)"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
         let gpt =
             slots::read_gpt(&file, self.sector_size).with_context(|| path.display().to_string())?;
         let slots = slots::read_slots(&file, &gpt);
@@ -339,7 +449,7 @@ impl Engine {
         }
         let to = booted.version.clone().unwrap_or_else(|| "unknown".into());
         let msg = format!("rolled back from {version} to {to}");
-        log(&msg);
+        warn!("{msg}");
         let disk = self.open_disk(true)?;
         let mut gpt = disk.gpt.clone();
         slot::mark_failed(&mut gpt, COREOS_USR_TYPE, slot)?;
@@ -370,7 +480,7 @@ impl Engine {
                 st.phase = Phase::Idle;
             }
             if let Err(se) = self.save(st) {
-                log(&format!("cannot save the state: {se:#}"));
+                error!("cannot save the state: {se:#}");
             }
         }
         r
@@ -378,7 +488,10 @@ impl Engine {
 
     /// Fetches and verifies the channel document, persists its sequence and
     /// picks the release to install.
+    ///
+    /// Holds the engine lock (fails fast when another engine runs).
     pub fn check(&self) -> Result<CheckOutcome> {
+        let _lock = self.lock()?;
         let mut st = self.startup()?;
         let disk = self.open_disk(false);
         let r = disk.and_then(|d| self.check_with(&mut st, &d));
@@ -400,7 +513,7 @@ impl Engine {
             .take(max as u64 + 1)
             .read_to_end(&mut bytes)
             .with_context(|| format!("reading {url}"))?;
-        let now = cairn_repo::unix_now();
+        let now = self.clock.now();
         let ch = cairn_repo::verify_channel(&bytes, &keys, now, st.last_seen_sequence, max)
             .with_context(|| format!("channel document {url}"))?;
         if ch.signed.channel != self.config.channel {
@@ -432,8 +545,16 @@ impl Engine {
     }
 
     /// `update --now`: check, download, apply into the inactive slot and
-    /// make it boot next.
+    /// make it boot next. Never reboots.
+    ///
+    /// Holds the engine lock (fails fast when another engine runs).
     pub fn update_now(&self) -> Result<UpdateOutcome> {
+        let _lock = self.lock()?;
+        self.update_locked()
+    }
+
+    /// `update_now` for a caller that holds the lock (a daemon cycle).
+    pub(crate) fn update_locked(&self) -> Result<UpdateOutcome> {
         let mut st = self.startup()?;
         let r = self.update_inner(&mut st);
         self.record(&mut st, r)
@@ -454,22 +575,42 @@ impl Engine {
                 return Ok(UpdateOutcome::AlreadyStaged {
                     version: version.clone(),
                     slot: *slot,
+                    label: target.label.clone(),
                 });
             }
+        }
+        // The other slot is the fallback of a slot on trial: keep it until
+        // the booted one is marked good.
+        if !booted.successful {
+            bail!(
+                "the booted slot {} ({}) is on trial and not marked good yet: installing {} now would overwrite slot {} ({}), its fallback; run `cairn-update mark-good` once this version works (nothing was written)",
+                booted.partition,
+                booted.label,
+                a.version,
+                target.partition,
+                target.label
+            );
         }
         // Never write the booted slot.
         if target.partition == booted.partition
             || (target.offset < booted.offset.saturating_add(booted.size)
                 && booted.offset < target.offset.saturating_add(target.size))
         {
-            bail!("refusing to write: the target slot overlaps the booted slot");
+            bail!(
+                "refusing to write slot {} of {}: it overlaps the booted slot {}",
+                target.partition,
+                disk.path.display(),
+                booted.partition
+            );
         }
         if a.target_size > target.size {
             bail!(
-                "release {} needs {} bytes, slot {} has {}",
+                "release {} needs {} bytes but slot {} ({}) of {} has {}: it cannot be installed on this disk (nothing was written)",
                 a.version,
                 a.target_size,
                 target.partition,
+                target.label,
+                disk.path.display(),
                 target.size
             );
         }
@@ -491,9 +632,7 @@ impl Engine {
                         Some(cairn_payload::Error::SourceMismatch { .. })
                     ) =>
             {
-                log(&format!(
-                    "delta does not apply ({e:#}); falling back to the full payload"
-                ));
+                warn!("the delta does not apply ({e:#}); falling back to the full payload");
                 let _ = std::fs::remove_file(&path);
                 delta = false;
                 let path = self.download(st, &a.version, &a.full)?;
@@ -503,9 +642,11 @@ impl Engine {
         }
         // Flip: the new slot boots next with one try; the old one stays
         // successful as the fallback.
-        let mut gpt = slots::read_gpt(&disk.file, self.sector_size)?;
+        let mut gpt = slots::read_gpt(&disk.file, self.sector_size)
+            .with_context(|| disk.path.display().to_string())?;
         slot::prepare_for_update(&mut gpt, COREOS_USR_TYPE, target.partition)?;
-        slots::write_gpt(&disk.file, self.sector_size, &mut gpt)?;
+        slots::write_gpt(&disk.file, self.sector_size, &mut gpt)
+            .with_context(|| disk.path.display().to_string())?;
         st.phase = Phase::Staged {
             version: a.version.clone(),
             slot: target.partition,
@@ -513,13 +654,14 @@ impl Engine {
         st.last_error = None;
         self.save(st)?;
         self.clean_downloads();
-        log(&format!(
+        info!(
             "staged {} in slot {} ({}); reboot to apply",
             a.version, target.partition, target.label
-        ));
+        );
         Ok(UpdateOutcome::Staged {
             version: a.version,
             slot: target.partition,
+            label: target.label,
             delta,
         })
     }
@@ -542,7 +684,8 @@ impl Engine {
     pub fn download(&self, st: &mut State, version: &str, p: &PayloadChoice) -> Result<PathBuf> {
         if p.size > self.config.max_payload_size {
             bail!(
-                "payload of {} bytes exceeds max-payload-size {}",
+                "payload {} of {} bytes exceeds max-payload-size {} (raise it in update.toml to allow it)",
+                p.url,
                 p.size,
                 self.config.max_payload_size
             );
@@ -555,9 +698,14 @@ impl Engine {
         let done = dir.join(format!("{}.cpay", p.sha256));
         if done.exists() {
             if sha256_file(&done)? == p.sha256 {
+                info!(
+                    "using the payload of {version} downloaded before: {}",
+                    done.display()
+                );
                 return Ok(done);
             }
-            std::fs::remove_file(&done)?;
+            std::fs::remove_file(&done)
+                .with_context(|| format!("removing the bad download {}", done.display()))?;
         }
         let part = dir.join(format!("{}.part", p.sha256));
         let mut f = OpenOptions::new()
@@ -565,13 +713,29 @@ impl Engine {
             .append(true)
             .open(&part)
             .with_context(|| format!("opening {}", part.display()))?;
-        let mut have = f.metadata()?.len();
+        let mut have = f
+            .metadata()
+            .with_context(|| format!("reading {}", part.display()))?
+            .len();
         if have > p.size {
-            f.set_len(0)?;
+            f.set_len(0)
+                .with_context(|| format!("truncating {}", part.display()))?;
             have = 0;
         }
+        info!(
+            "downloading {version} ({}): {} bytes from {}",
+            match &p.from_version {
+                Some(v) => format!("delta from {v}"),
+                None => "full payload".to_string(),
+            },
+            p.size,
+            p.url
+        );
         if have > 0 {
-            log(&format!("resuming {} at byte {have} of {}", p.url, p.size));
+            info!(
+                "resuming the download of {version} at byte {have} of {}",
+                p.size
+            );
         }
         st.phase = Phase::Downloading {
             version: version.into(),
@@ -584,7 +748,8 @@ impl Engine {
                 Ok(r) => r,
                 Err(FetchError::RangeNotSatisfiable(u)) => {
                     // The server's file is shorter than our partial one.
-                    f.set_len(0)?;
+                    f.set_len(0)
+                        .with_context(|| format!("truncating {}", part.display()))?;
                     bail!("{u}: range not satisfiable at byte {have}; partial download discarded");
                 }
                 Err(e) => return Err(e.into()),
@@ -596,6 +761,9 @@ impl Engine {
             let mut reader = (&mut reader).take(p.size - have);
             let mut buf = vec![0u8; 256 << 10];
             let mut last_save = Instant::now();
+            let mut tenths = Tenths::new(p.size, have);
+            self.progress
+                .begin(&format!("downloading {version}"), Unit::Bytes, p.size, have);
             let result: Result<()> = loop {
                 let n = match reader.read(&mut buf) {
                     Ok(0) => break Ok(()),
@@ -611,6 +779,10 @@ impl Engine {
                     );
                 }
                 have += n as u64;
+                self.progress.update(have);
+                if let Some(pct) = tenths.step(have) {
+                    info!("downloading {version}: {pct}% ({have} of {} bytes)", p.size);
+                }
                 if last_save.elapsed() > Duration::from_secs(2) {
                     last_save = Instant::now();
                     st.phase = Phase::Downloading {
@@ -618,10 +790,14 @@ impl Engine {
                         bytes: have,
                         size: p.size,
                     };
-                    self.save(st)?;
+                    if let Err(e) = self.save(st) {
+                        break Err(e);
+                    }
                 }
             };
-            f.sync_all()?;
+            self.progress.finish();
+            f.sync_all()
+                .with_context(|| format!("syncing {}", part.display()))?;
             st.phase = Phase::Downloading {
                 version: version.into(),
                 bytes: have,
@@ -650,7 +826,8 @@ impl Engine {
                 p.sha256
             );
         }
-        std::fs::rename(&part, &done)?;
+        std::fs::rename(&part, &done)
+            .with_context(|| format!("renaming {} to {}", part.display(), done.display()))?;
         Ok(done)
     }
 
@@ -669,7 +846,7 @@ impl Engine {
         let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let verified = applier
             .read_verified(&mut file)
-            .with_context(|| format!("payload {}", p.url))?;
+            .with_context(|| format!("payload {} ({})", p.url, path.display()))?;
         let m = &verified.manifest;
         if m.target_version != a.version {
             bail!(
@@ -681,26 +858,36 @@ impl Engine {
         }
         if m.target_size > target.size {
             bail!(
-                "payload target of {} bytes does not fit slot {}",
+                "payload {} writes {} bytes but slot {} ({}) of {} has {}: refused (nothing was written)",
+                p.url,
                 m.target_size,
-                target.partition
+                target.partition,
+                target.label,
+                disk.path.display(),
+                target.size
             );
         }
         if let Some(src) = &m.source {
             if src.size > booted.size {
                 bail!(
-                    "payload source of {} bytes is larger than the booted slot",
-                    src.size
+                    "payload {} reads a source of {} bytes but the booted slot {} has {}",
+                    p.url,
+                    src.size,
+                    booted.partition,
+                    booted.size
                 );
             }
         }
         // A half-written slot must never boot: take it out of rotation
         // first (it is about to be overwritten anyway).
         if target.priority != 0 || target.tries != 0 || target.successful {
-            let mut gpt = slots::read_gpt(&disk.file, self.sector_size)?;
+            let mut gpt = slots::read_gpt(&disk.file, self.sector_size)
+                .with_context(|| disk.path.display().to_string())?;
             slot::mark_failed(&mut gpt, COREOS_USR_TYPE, target.partition)?;
-            slots::write_gpt(&disk.file, self.sector_size, &mut gpt)?;
+            slots::write_gpt(&disk.file, self.sector_size, &mut gpt)
+                .with_context(|| disk.path.display().to_string())?;
         }
+        let ops = m.ops.len() as u32;
         let resume = match &st.phase {
             Phase::Applying {
                 version,
@@ -709,14 +896,20 @@ impl Engine {
                 next_op,
             } if *version == a.version
                 && *payload_sha256 == p.sha256
-                && *slot == target.partition =>
+                && *slot == target.partition
+                && *next_op > 0
+                && *next_op <= ops =>
             {
                 Some(*next_op)
             }
             _ => None,
         };
+        info!(
+            "applying {} into slot {} ({}): {ops} ops",
+            a.version, target.partition, target.label
+        );
         if let Some(n) = resume {
-            log(&format!("resuming the apply at op {n}"));
+            info!("resuming the apply of {} at op {n}", a.version);
         }
         st.phase = Phase::Applying {
             version: a.version.clone(),
@@ -736,68 +929,250 @@ impl Engine {
             file: &disk.file,
             offset: booted.offset,
         };
-        let dir = self.state_dir().to_path_buf();
-        let mut last_save = Instant::now();
-        let mut progress = |i: u32| {
-            st.phase = Phase::Applying {
-                version: a.version.clone(),
-                payload_sha256: p.sha256.clone(),
-                slot: target.partition,
-                next_op: i.saturating_add(1),
-            };
-            if last_save.elapsed() > Duration::from_secs(1) {
-                last_save = Instant::now();
-                if let Err(e) = st.save(&dir) {
-                    log(&format!("cannot save apply progress: {e:#}"));
-                }
-            }
+        let start = resume.unwrap_or(0);
+        self.progress.begin(
+            &format!("applying {}", a.version),
+            Unit::Ops,
+            u64::from(ops),
+            u64::from(start),
+        );
+        let mut tracker = ApplyTracker {
+            engine: self,
+            st,
+            version: &a.version,
+            payload_sha256: &p.sha256,
+            slot: target.partition,
+            ops,
+            tenths: Tenths::new(u64::from(ops), u64::from(start)),
+            last_checkpoint: Instant::now(),
         };
-        let r = applier.apply(reader, tgt, Some(src), &mut progress, resume);
+        let r = applier.apply(reader, tgt, Some(src), &mut tracker, resume);
+        self.progress.finish();
         match r {
             Ok(_) => Ok(()),
+            Err(cairn_payload::Error::Stopped { next_op }) => {
+                self.save(st)?;
+                bail!(
+                    "the apply of {} into slot {} ({}) was stopped at op {next_op} of {ops}; run `cairn-update update --now` to resume it",
+                    a.version,
+                    target.partition,
+                    target.label
+                )
+            }
             Err(e) => {
                 if !matches!(e, cairn_payload::Error::Io(_)) {
                     // Not resumable: start over next time.
                     st.phase = Phase::Idle;
                 }
                 self.save(st)?;
-                Err(anyhow::Error::from(e).context(format!("applying {}", p.url)))
+                Err(anyhow::Error::from(e).context(format!(
+                    "applying {} into slot {} ({}) of {}",
+                    p.url,
+                    target.partition,
+                    target.label,
+                    disk.path.display()
+                )))
             }
         }
     }
 
-    /// `mark-good`: the booted slot becomes successful if it is on trial.
-    pub fn mark_good(&self) -> Result<String> {
+    /// `mark-good`: runs the health checks (unless `health_checks` is
+    /// false), then marks the booted slot successful. A failing check on a
+    /// slot on trial runs the reboot command (with `on-health-failure =
+    /// "reboot"`), so the boot manager falls back to the other slot; a
+    /// slot that is already good is never rebooted. Either way the result
+    /// is an error.
+    ///
+    /// Holds the engine lock (fails fast when another engine runs).
+    pub fn mark_good(&self, health_checks: bool) -> Result<MarkedGood> {
+        let _lock = self.lock()?;
         let mut st = self.startup()?;
         let disk = self.open_disk(true)?;
         let booted = disk.booted_slot()?.clone();
-        let msg = if booted.successful && booted.tries == 0 {
-            format!(
-                "slot {} ({}) is already marked good",
-                booted.partition, booted.label
-            )
+        let version = booted
+            .version
+            .clone()
+            .unwrap_or_else(|| "unknown".to_string());
+        let checks = if health_checks {
+            self.health_checks(&booted, &version)?
         } else {
+            info!("skipping the health checks (--no-health-checks)");
+            Vec::new()
+        };
+        let was_good = booted.successful && booted.tries == 0;
+        if !was_good {
             let mut gpt = disk.gpt.clone();
             slot::mark_successful(&mut gpt, COREOS_USR_TYPE, booted.partition)?;
-            slots::write_gpt(&disk.file, self.sector_size, &mut gpt)?;
-            format!("marked slot {} ({}) good", booted.partition, booted.label)
-        };
+            slots::write_gpt(&disk.file, self.sector_size, &mut gpt)
+                .with_context(|| disk.path.display().to_string())?;
+        }
         if let Phase::Staged { slot, .. } = st.phase {
             if slot == booted.partition {
                 st.phase = Phase::Idle;
                 self.save(&st)?;
             }
         }
-        Ok(msg)
+        Ok(MarkedGood {
+            slot: booted.partition,
+            label: booted.label,
+            version,
+            was_good,
+            checks,
+        })
     }
 
-    /// `status`.
+    /// Runs the health checks for `mark-good`; returns the names of the
+    /// checks that passed. On failure, handles `on-health-failure` and
+    /// returns the error.
+    fn health_checks(&self, booted: &SlotInfo, version: &str) -> Result<Vec<String>> {
+        let dirs = &self.config.health_check_dirs;
+        let on_trial = !booted.successful;
+        let failure = match health::discover(dirs) {
+            Err(e) => Some((format!("{e}"), Vec::new())),
+            Ok(found) => {
+                for s in &found.skipped {
+                    warn!("skipping health check {s}");
+                }
+                for (name, by) in &found.disabled {
+                    info!("health check {name} is disabled by {}", by.display());
+                }
+                let names: Vec<String> = found.checks.iter().map(|c| c.name.clone()).collect();
+                if names.is_empty() {
+                    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                    info!("no health checks in {}", shown.join(", "));
+                } else {
+                    info!(
+                        "running {} health check{}: {}",
+                        names.len(),
+                        if names.len() == 1 { "" } else { "s" },
+                        names.join(", ")
+                    );
+                }
+                let settings = health::Settings {
+                    timeout: Duration::from_secs(self.config.health_check_timeout),
+                    attempts: self.config.health_check_attempts,
+                    retry_delay: Duration::from_secs(self.config.health_check_retry_delay),
+                };
+                let env = vec![
+                    (
+                        "CAIRN_HEALTH_SLOT".to_string(),
+                        booted.partition.to_string(),
+                    ),
+                    ("CAIRN_HEALTH_LABEL".to_string(), booted.label.clone()),
+                    ("CAIRN_HEALTH_VERSION".to_string(), version.to_string()),
+                    (
+                        "CAIRN_HEALTH_TRIAL".to_string(),
+                        if on_trial { "1" } else { "0" }.to_string(),
+                    ),
+                ];
+                match health::run_all(
+                    &found.checks,
+                    &settings,
+                    &env,
+                    self.clock.as_ref(),
+                    &self.stop,
+                ) {
+                    Ok(()) => return Ok(names),
+                    Err(f) => Some((
+                        format!(
+                            "health check {} ({}) failed {} time{}: {}",
+                            f.check.name,
+                            f.check.path.display(),
+                            f.attempts,
+                            if f.attempts == 1 { "" } else { "s" },
+                            f.run.status
+                        ),
+                        f.run
+                            .output
+                            .iter()
+                            .map(|l| format!("{}: {l}", f.check.name))
+                            .collect::<Vec<_>>(),
+                    )),
+                }
+            }
+        };
+        let Some((what, output)) = failure else {
+            return Ok(Vec::new());
+        };
+        error!("{what}");
+        if !output.is_empty() {
+            error!("last lines of its output:");
+            for line in &output {
+                error!("  {line}");
+            }
+        }
+        let slot = format!(
+            "slot {} ({}, version {version})",
+            booted.partition, booted.label
+        );
+        if !on_trial {
+            bail!(
+                "{what}; {slot} is already marked good, so nothing is rebooted: fix the problem and run `cairn-update mark-good` again"
+            );
+        }
+        match self.config.on_health_failure {
+            HealthFailureAction::Stay => bail!(
+                "{what}; {slot} stays on trial (on-health-failure = \"stay\"): fix the problem and run `cairn-update mark-good` again, or reboot to fall back to the previous slot"
+            ),
+            HealthFailureAction::Reboot => {
+                info!(
+                    "health check failed on trial slot {} (version {version}); rebooting to fall back",
+                    booted.partition
+                );
+                self.run_reboot_command()
+                    .context("the health check failed and the reboot to fall back did not start")?;
+                bail!(
+                    "{what}; rebooting so that the boot manager falls back from {slot} to the previous slot"
+                )
+            }
+        }
+    }
+
+    /// Runs `reboot-command`.
+    pub fn run_reboot_command(&self) -> Result<()> {
+        let Some((cmd, args)) = self.config.reboot_command.split_first() else {
+            bail!("reboot-command is empty: set it in /etc/cairn/update.toml");
+        };
+        let status = std::process::Command::new(cmd)
+            .args(args)
+            .status()
+            .with_context(|| {
+                format!(
+                    "running the reboot command {:?} (reboot-command)",
+                    self.config.reboot_command
+                )
+            })?;
+        if !status.success() {
+            bail!(
+                "the reboot command {:?} failed ({status}); reboot by hand",
+                self.config.reboot_command
+            );
+        }
+        Ok(())
+    }
+
+    /// `status`. Does not need the lock: when another engine holds it, the
+    /// state is only read (no rollback detection, no repairs) and a note
+    /// says so.
     pub fn status(&self) -> Result<StatusReport> {
-        let st = match self.startup() {
-            Ok(s) => s,
+        let (st, extra_note) = match self.try_lock() {
+            Ok(_lock) => match self.startup() {
+                Ok(s) => (s, None),
+                Err(e) => {
+                    warn!("{e:#}");
+                    (self.peek_state()?, None)
+                }
+            },
+            Err(LockError::Busy { path }) => (
+                self.peek_state()?,
+                Some(format!(
+                    "another cairn-update is running (lock {}): the state may change any moment",
+                    path.display()
+                )),
+            ),
             Err(e) => {
-                log(&format!("{e:#}"));
-                self.load_state().unwrap_or_default()
+                warn!("{e}; showing the state without rollback detection");
+                (self.peek_state()?, None)
             }
         };
         let disk = self.open_disk(false)?;
@@ -816,10 +1191,7 @@ impl Engine {
             Phase::Idle => "idle".to_string(),
             Phase::Checking => "checking".to_string(),
             Phase::Downloading { bytes, size, .. } => {
-                format!(
-                    "downloading {}%",
-                    bytes.saturating_mul(100) / (*size).max(1)
-                )
+                format!("downloading {}%", crate::progress::percent(*bytes, *size))
             }
             Phase::Verifying { .. } => "verifying".to_string(),
             Phase::Applying { next_op, .. } => format!("applying (op {next_op})"),
@@ -829,6 +1201,8 @@ impl Engine {
             Phase::Staged { .. } => "staged-needs-reboot".to_string(),
             Phase::RolledBack { .. } => "rolled-back".to_string(),
         };
+        let mut notes = st.notes.clone();
+        notes.extend(extra_note);
         Ok(StatusReport {
             disk: disk.path.display().to_string(),
             booted: slots.iter().find(|s| s.booted).cloned(),
@@ -840,115 +1214,65 @@ impl Engine {
             last_seen_sequence: st.last_seen_sequence,
             last_error: st.last_error.clone(),
             bad_versions: st.bad_versions.clone(),
-            notes: st.notes.clone(),
+            notes,
         })
     }
 
-    /// The daemon loop: check and update every `interval` seconds plus a
-    /// random jitter, with exponential backoff after errors, until `stop`
-    /// is set (or after `max_cycles`).
-    pub fn daemon(&self, stop: &AtomicBool, max_cycles: Option<u64>) -> Result<()> {
-        let mut rng = Rng::seeded();
-        let mut failures = 0u32;
-        let mut cycles = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            match self.update_now() {
-                Ok(o) => {
-                    failures = 0;
-                    match &o {
-                        UpdateOutcome::Staged { version, .. }
-                        | UpdateOutcome::AlreadyStaged { version, .. } => self.reboot(version)?,
-                        UpdateOutcome::UpToDate { booted_version } => {
-                            log(&format!("up to date ({booted_version})"))
-                        }
-                    }
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    log(&format!("update failed: {e:#}"));
-                }
-            }
-            cycles += 1;
-            if max_cycles.is_some_and(|m| cycles >= m) {
-                break;
-            }
-            let base = if failures == 0 {
-                self.config.interval
-            } else {
-                // 60 s, 120 s, ... capped at the interval.
-                60u64
-                    .saturating_mul(1u64 << failures.min(20).saturating_sub(1))
-                    .min(self.config.interval)
-            };
-            let wait = base + rng.below(self.config.jitter.saturating_add(1));
-            sleep_unless_stopped(Duration::from_secs(wait), stop);
+    fn peek_state(&self) -> Result<State> {
+        let l = State::peek(self.state_dir())?;
+        for w in &l.warnings {
+            warn!("{w}");
+        }
+        Ok(l.state)
+    }
+}
+
+/// The engine's side of an apply: log lines every 10%, the progress
+/// sink, checkpoints about once a second (`next_op` is only persisted
+/// after the applier synced the target), and the stop flag.
+struct ApplyTracker<'a> {
+    engine: &'a Engine,
+    st: &'a mut State,
+    version: &'a str,
+    payload_sha256: &'a str,
+    slot: u32,
+    ops: u32,
+    tenths: Tenths,
+    last_checkpoint: Instant,
+}
+
+impl ApplyProgress for ApplyTracker<'_> {
+    fn written(&mut self, op: u32) -> After {
+        let done = u64::from(op) + 1;
+        self.engine.progress.update(done);
+        if let Some(pct) = self.tenths.step(done) {
+            info!(
+                "applying {}: {pct}% (op {done} of {})",
+                self.version, self.ops
+            );
+        }
+        if self.engine.stop.load(Ordering::Relaxed) {
+            After::Stop
+        } else if self.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL {
+            After::Checkpoint
+        } else {
+            After::Continue
+        }
+    }
+
+    fn durable(&mut self, next_op: u32) -> std::io::Result<()> {
+        self.last_checkpoint = Instant::now();
+        self.st.phase = Phase::Applying {
+            version: self.version.to_string(),
+            payload_sha256: self.payload_sha256.to_string(),
+            slot: self.slot,
+            next_op,
+        };
+        if let Err(e) = self.engine.save(self.st) {
+            // Not fatal: the saved position is older, and every op can
+            // be applied again.
+            warn!("cannot save the apply position (op {next_op}): {e:#}");
         }
         Ok(())
-    }
-
-    fn reboot(&self, version: &str) -> Result<()> {
-        match self.config.reboot {
-            RebootStrategy::Off => {
-                log(&format!("{version} is staged, reboot to apply"));
-                Ok(())
-            }
-            RebootStrategy::Immediate => {
-                let Some((cmd, args)) = self.config.reboot_command.split_first() else {
-                    bail!("reboot-command is empty");
-                };
-                log(&format!("{version} is staged, rebooting ({cmd})"));
-                let status = std::process::Command::new(cmd)
-                    .args(args)
-                    .status()
-                    .with_context(|| format!("running {cmd}"))?;
-                if !status.success() {
-                    bail!("{cmd} failed: {status}");
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        std::thread::sleep((end - now).min(Duration::from_secs(1)));
-    }
-}
-
-/// xorshift64*, seeded from the clock and the pid: only for jitter.
-#[derive(Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn seeded() -> Rng {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Rng((t ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform-ish in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
     }
 }

@@ -1,12 +1,17 @@
 //! `cairn-update`: the on-host update engine's command line. The logic is
-//! in the library (`cairn_update`).
+//! in the library (`cairn_update`); `docs/update-engine.md` documents the
+//! commands, their output and every config key.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Result;
-use cairn_update::{Config, Engine, HttpTransport, Paths};
+use cairn_update::{CheckOutcome, Config, Engine, HttpTransport, Paths, ProgressSink, Unit};
 use clap::{Parser, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +44,9 @@ struct Cli {
     /// Logical sector size of the disk.
     #[arg(long, global = true, default_value_t = 512)]
     sector_size: u32,
+    /// Never draw a progress bar (log lines only), even on a terminal.
+    #[arg(long, global = true)]
+    no_progress_bar: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,9 +58,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download and apply the update into the inactive slot.
+    /// Download and apply the update into the inactive slot (never reboots).
     Update {
-        /// Now (the only mode so far).
+        /// Now (the only mode; the daemon updates on its own schedule).
         #[arg(long)]
         now: bool,
         #[arg(long)]
@@ -63,14 +71,83 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Mark the booted slot as good (after a successful boot).
-    MarkGood,
-    /// Check and update periodically.
+    /// Run the health checks, then mark the booted slot as good.
+    MarkGood {
+        /// Mark the slot good without running the health checks.
+        #[arg(long)]
+        no_health_checks: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check and update periodically; reboot according to `reboot`.
     Daemon,
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+/// A progress bar on stderr; log lines are printed above it.
+#[derive(Debug)]
+struct Bar {
+    multi: MultiProgress,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl ProgressSink for Bar {
+    fn begin(&self, label: &str, unit: Unit, total: u64, position: u64) {
+        let template = match unit {
+            Unit::Bytes => "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            Unit::Ops => "{prefix} [{bar:30}] op {pos}/{len} eta {eta}",
+        };
+        let pb = self.multi.add(ProgressBar::new(total));
+        pb.set_style(
+            ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        pb.set_prefix(label.to_string());
+        pb.set_position(position);
+        pb.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(old) = b.replace(pb) {
+                old.finish_and_clear();
+            }
+        }
+    }
+
+    fn update(&self, position: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(pb) = b.as_ref() {
+                pb.set_position(position);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(pb) = b.take() {
+                pb.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// stderr for the log lines; with a bar, each line is printed above it.
+#[derive(Clone)]
+struct LogWriter(Option<MultiProgress>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn run(cli: Cli, bar: Option<Arc<Bar>>) -> Result<()> {
     let paths = Paths {
         defaults_config: cli.defaults,
         config: cli.config,
@@ -87,6 +164,9 @@ fn main() -> Result<()> {
     }
     let mut engine = Engine::new(config, paths, Box::new(HttpTransport::default()));
     engine.sector_size = cli.sector_size;
+    if let Some(bar) = bar {
+        engine.progress = bar;
+    }
     match cli.command {
         Command::Check { json } => {
             let o = engine.check()?;
@@ -94,13 +174,13 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&o)?);
             } else {
                 match o {
-                    cairn_update::CheckOutcome::UpToDate {
+                    CheckOutcome::UpToDate {
                         booted_version,
                         sequence,
                     } => {
                         println!("up to date: {booted_version} (channel sequence {sequence})")
                     }
-                    cairn_update::CheckOutcome::Available(a) => println!(
+                    CheckOutcome::Available(a) => println!(
                         "{} -> {}: {} payload of {} bytes",
                         a.booted_version,
                         a.version,
@@ -117,14 +197,14 @@ fn main() -> Result<()> {
         Command::Update { now, json } => {
             if !now {
                 anyhow::bail!(
-                    "only `update --now` exists so far (the daemon updates on its schedule)"
+                    "`update` needs --now (the daemon updates on its own schedule): run `cairn-update update --now`"
                 );
             }
             let o = engine.update_now()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&o)?);
             } else {
-                println!("{o:?}");
+                println!("{o}");
             }
         }
         Command::Status { json } => {
@@ -155,13 +235,53 @@ fn main() -> Result<()> {
                 if let Some(e) = &s.last_error {
                     println!("last error: {e}");
                 }
+                for n in &s.notes {
+                    println!("note: {n}");
+                }
             }
         }
-        Command::MarkGood => println!("{}", engine.mark_good()?),
-        Command::Daemon => {
-            let stop = AtomicBool::new(false);
-            engine.daemon(&stop, None)?;
+        Command::MarkGood {
+            no_health_checks,
+            json,
+        } => {
+            let m = engine.mark_good(!no_health_checks)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                println!("{m}");
+            }
         }
+        Command::Daemon => engine.daemon(None)?,
     }
     Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let terminal = std::io::stderr().is_terminal();
+    // No bar on a terminal that cannot move the cursor.
+    let capable = std::env::var("TERM").is_ok_and(|t| !t.is_empty() && t != "dumb");
+    let bar = (terminal && capable && !cli.no_progress_bar).then(|| {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Arc::new(Bar {
+            multi,
+            bar: Mutex::new(None),
+        })
+    });
+    let writer = LogWriter(bar.as_ref().map(|b| b.multi.clone()));
+    let subscriber = cairn_update::logging::subscriber(
+        move || writer.clone(),
+        terminal && capable,
+        cairn_update::logging::env_filter(),
+    );
+    if let Err(e) = tracing::subscriber::set_global_default(subscriber) {
+        eprintln!("cairn-update: warning: cannot set up logging: {e}");
+    }
+    match run(cli, bar) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cairn-update: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -83,16 +83,38 @@ impl State {
     /// whose sequence comes from `channel-sequence` (if that is lost too,
     /// any sequence is accepted once and a note says so).
     pub fn load(dir: &Path) -> Result<Loaded> {
+        State::read(dir, true)
+    }
+
+    /// Like [`State::load`] but never writes: a corrupt file stays where
+    /// it is (for `status` while another engine holds the lock).
+    pub fn peek(dir: &Path) -> Result<Loaded> {
+        State::read(dir, false)
+    }
+
+    fn read(dir: &Path, repair: bool) -> Result<Loaded> {
         let path = State::path(dir);
         let saved_seq = read_sequence(dir);
         let mut warnings = Vec::new();
         let mut state = match std::fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<State>(&bytes) {
                 Ok(s) => s,
+                Err(e) if !repair => {
+                    warnings.push(format!(
+                        "{} is corrupt ({e}); the next check, update or mark-good keeps it aside",
+                        path.display()
+                    ));
+                    State::default()
+                }
                 Err(e) => {
                     let keep = dir.join(format!("{STATE_FILE}.corrupt"));
                     std::fs::rename(&path, &keep).with_context(|| {
-                        format!("keeping {} as {}", path.display(), keep.display())
+                        format!(
+                            "keeping the corrupt {} as {} (check that {} is writable)",
+                            path.display(),
+                            keep.display(),
+                            dir.display()
+                        )
                     })?;
                     warnings.push(format!(
                         "{} is corrupt ({e}); kept as {}, starting from a fresh state",
@@ -100,13 +122,10 @@ impl State {
                         keep.display()
                     ));
                     let mut s = State::default();
-                    match saved_seq {
-                        Some(_) => {}
-                        None => {
-                            let note = "the last seen channel sequence was lost with the corrupt state: the next channel document is accepted whatever its sequence".to_string();
-                            warnings.push(note.clone());
-                            s.notes.push(note);
-                        }
+                    if saved_seq.is_none() {
+                        let note = "the last seen channel sequence was lost with the corrupt state: the next channel document is accepted whatever its sequence".to_string();
+                        warnings.push(note.clone());
+                        s.notes.push(note);
                     }
                     s
                 }
@@ -200,6 +219,12 @@ mod tests {
             std::fs::read(d.path().join("state.json.corrupt")).unwrap(),
             b"{ not json"
         );
+        // peek never moves a corrupt file.
+        std::fs::write(State::path(d.path()), b"[").unwrap();
+        let l = State::peek(d.path()).unwrap();
+        assert_eq!(l.state.last_seen_sequence, 9);
+        assert!(l.warnings[0].contains("is corrupt"), "{:?}", l.warnings);
+        assert_eq!(std::fs::read(State::path(d.path())).unwrap(), b"[");
         // Both lost: accepted, with a note.
         std::fs::write(State::path(d.path()), b"garbage").unwrap();
         std::fs::remove_file(d.path().join(SEQUENCE_FILE)).unwrap();

@@ -1,177 +1,20 @@
-//! End to end: two built images, a published v2 (full + delta from v1), the
-//! development server on 127.0.0.1, and the engine updating a copy of the
-//! v1 image.
+//! End to end: built images, a published v2 (full + delta from v1), the
+//! development server on 127.0.0.1 (or the repository directory), and the
+//! engine updating a copy of the v1 image.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
+mod common;
+
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
 
-use cairn_builder::image::{self, BuildOptions, Quiet};
-use cairn_builder::manifest::Manifest;
-use cairn_builder::report::Report;
-use cairn_update::{Config, Engine, FetchError, HttpTransport, Paths, Transport, UpdateOutcome};
-
-struct Fixture {
-    _tmp: tempfile::TempDir,
-    v1: PathBuf,
-    v1_report: Report,
-    v2_report: Report,
-    repo: PathBuf,
-    keys: PathBuf,
-    other_keys: PathBuf,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let t = tmp.path().to_path_buf();
-        std::fs::write(t.join("vmlinuz"), vec![0x5au8; 64 << 10]).unwrap();
-        std::fs::write(t.join("efi"), b"MZ fake\n").unwrap();
-        std::fs::write(t.join("init"), b"\x7fELF fake\n").unwrap();
-        let mut built = Vec::new();
-        for (v, text) in [("1.0", "one\n"), ("2.0", "two\n")] {
-            let src = t.join(format!("src-{v}/usr/share"));
-            std::fs::create_dir_all(&src).unwrap();
-            std::fs::write(src.join("version.txt"), text).unwrap();
-            std::fs::write(src.join("same"), vec![0x33u8; 50_000]).unwrap();
-            let m = t.join(format!("m-{v}.toml"));
-            std::fs::write(&m, format!(
-                "[image]\nname = \"e\"\nversion = \"{v}\"\nchannel = \"stable\"\nsource-date-epoch = 1700000000\n\n[[content]]\ntype = \"dir\"\npath = \"src-{v}\"\n\n[kernel]\nfile = \"vmlinuz\"\ncmdline = \"x\"\n\n[partitions]\nesp = \"40MiB\"\nusr = \"64MiB\"\nusr-boot-area = \"8MiB\"\noem = \"16MiB\"\nroot = \"32MiB\"\n"
-            )).unwrap();
-            let m = Manifest::load(&m).unwrap();
-            let b = image::build(
-                &m,
-                &BuildOptions {
-                    out_dir: t.join(format!("out-{v}")),
-                    base: None,
-                    source_date_epoch: None,
-                    boot_efi: Some(t.join("efi")),
-                    init: Some(t.join("init")),
-                    update_engine: None,
-                },
-                &Quiet,
-            )
-            .unwrap();
-            built.push(b);
-        }
-        let keys = t.join("keys");
-        let files = cairn_repo::keygen(&keys, "rel").unwrap();
-        let key = cairn_repo::load_private_key(&files.private).unwrap();
-        let other_keys = t.join("other");
-        cairn_repo::keygen(&other_keys, "other").unwrap();
-        // Trusted dirs hold only the .pub files.
-        for d in [&keys, &other_keys] {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.extension().unwrap() == "key" {
-                    std::fs::rename(&p, t.join(p.file_name().unwrap())).unwrap();
-                }
-            }
-        }
-        let repo = t.join("repo");
-        cairn_builder::publish::publish(
-            &repo,
-            "stable",
-            &[key],
-            &built[1].image,
-            std::slice::from_ref(&built[0].image),
-            &cairn_repo::PublishOptions::default(),
-        )
-        .unwrap();
-        Fixture {
-            v1: built[0].image.clone(),
-            v1_report: built[0].report.clone(),
-            v2_report: built[1].report.clone(),
-            repo,
-            keys,
-            other_keys,
-            _tmp: tmp,
-        }
-    })
-}
-
-fn part(r: &Report, n: u32) -> &cairn_builder::report::PartitionReport {
-    r.partitions.iter().find(|p| p.number == n).unwrap()
-}
-
-fn sha_region(disk: &Path, offset: u64, size: u64) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "dd if='{}' bs=1M iflag=skip_bytes,count_bytes skip={offset} count={size} status=none | sha256sum",
-            disk.display()
-        ))
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap()[..64].to_string()
-}
-
-fn cgpt(disk: &Path, i: u32, flag: &str) -> String {
-    let o = Command::new("cgpt")
-        .args(["show", "-i", &i.to_string(), flag])
-        .arg(disk)
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-struct Host {
-    _tmp: tempfile::TempDir,
-    disk: PathBuf,
-    config: Config,
-    paths: Paths,
-}
-
-fn host(url: &str, keys: &Path) -> Host {
-    let f = fixture();
-    let tmp = tempfile::tempdir().unwrap();
-    let disk = tmp.path().join("disk.img");
-    let s = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&f.v1)
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(s.success());
-    let cmdline = tmp.path().join("cmdline");
-    std::fs::write(
-        &cmdline,
-        format!(
-            "quiet cairn.usr=PARTUUID={} ro\n",
-            part(&f.v1_report, 3).uuid
-        ),
-    )
-    .unwrap();
-    let etc = tmp.path().join("update.toml");
-    std::fs::write(
-        &etc,
-        format!(
-            "url = \"{url}\"\nkeys-dir = \"{}\"\nstate-dir = \"{}\"\ndisk = \"{}\"\n",
-            keys.display(),
-            tmp.path().join("state").display(),
-            disk.display()
-        ),
-    )
-    .unwrap();
-    let paths = Paths {
-        defaults_config: tmp.path().join("none.toml"),
-        config: etc,
-        cmdline,
-        sys_block: tmp.path().join("sys"),
-        dev_dir: tmp.path().join("dev"),
-    };
-    let config = Config::load(&paths).unwrap();
-    Host {
-        _tmp: tmp,
-        disk,
-        config,
-        paths,
-    }
-}
+use cairn_update::{
+    Engine, FetchError, HttpTransport, Phase, ProgressSink, State, Transport, Unit, UpdateOutcome,
+};
+use common::*;
 
 #[test]
 fn update_now_over_http_writes_usr_b_and_flips() {
@@ -193,6 +36,7 @@ fn update_now_over_http_writes_usr_b_and_flips() {
         UpdateOutcome::Staged {
             version: "2.0".into(),
             slot: 4,
+            label: "USR-B".into(),
             delta: true
         }
     );
@@ -211,16 +55,7 @@ fn update_now_over_http_writes_usr_b_and_flips() {
         UpdateOutcome::AlreadyStaged { .. }
     ));
     // status --json through the binary.
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn-update"))
-        .arg("--defaults")
-        .arg(&h.paths.defaults_config)
-        .arg("--config")
-        .arg(&h.paths.config)
-        .arg("--cmdline")
-        .arg(&h.paths.cmdline)
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
+    let out = h.command().args(["status", "--json"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -232,12 +67,7 @@ fn update_now_over_http_writes_usr_b_and_flips() {
     assert_eq!(v["next_boot"], 4);
 
     // Simulate the failed boot of slot 4: tries used up, still on slot 3.
-    let s = Command::new("cgpt")
-        .args(["add", "-i", "4", "-T", "0"])
-        .arg(&h.disk)
-        .status()
-        .unwrap();
-    assert!(s.success());
+    cgpt_add(&h.disk, 4, &["-T", "0"]);
     let st = engine.status().unwrap();
     assert_eq!(st.phase, "rolled-back");
     assert_eq!(st.bad_versions, vec!["2.0".to_string()]);
@@ -388,4 +218,434 @@ fn untrusted_tampered_rollback_and_oversized_are_rejected() {
     let err = e.update_now().unwrap_err();
     assert!(format!("{err:#}").contains("max-payload-size"), "{err:#}");
     assert_eq!(cgpt(&h.disk, 4, "-P"), "0");
+}
+
+/// Stops the engine once half of the apply's ops are written.
+#[derive(Debug)]
+struct StopHalfway {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: Mutex<Option<(Unit, u64)>>,
+}
+
+impl ProgressSink for StopHalfway {
+    fn begin(&self, _: &str, unit: Unit, total: u64, _: u64) {
+        *self.task.lock().unwrap() = Some((unit, total));
+    }
+    fn update(&self, position: u64) {
+        if let Some((Unit::Ops, total)) = *self.task.lock().unwrap() {
+            if position * 2 >= total {
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+    fn finish(&self) {}
+}
+
+#[test]
+fn interrupted_apply_resumes_at_a_later_op() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    let mut first = h.dir_engine(repo_full());
+    first.progress = Arc::new(StopHalfway {
+        stop: Arc::clone(&first.stop),
+        task: Mutex::new(None),
+    });
+    let (r, log1) = capture(|| first.update_now());
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(e.contains("was stopped at op"), "{e}");
+    let start_line = log1
+        .lines()
+        .find(|l| l.starts_with("cairn-update: applying 2.0 into slot 4 (USR-B): "))
+        .unwrap_or_else(|| panic!("no start line:\n{log1}"));
+    let ops: u64 = start_line
+        .rsplit(": ")
+        .next()
+        .and_then(|x| x.strip_suffix(" ops"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ops >= 6, "{ops} ops: too few for this test");
+    let tenths = percent_lines(&log1, "2.0");
+    assert!(!tenths.is_empty() && tenths.iter().all(|&(i, n)| n == ops && i * 2 <= ops + 1));
+    // The position persisted is where it stopped, after a sync.
+    let st = State::load(&h.config.state_dir).unwrap().state;
+    let Phase::Applying { next_op, slot, .. } = st.phase else {
+        panic!("{:?}", st.phase)
+    };
+    assert_eq!((u64::from(next_op), slot), (ops.div_ceil(2), 4));
+    assert!(
+        e.contains(&format!("stopped at op {next_op} of {ops}")),
+        "{e}"
+    );
+    // The half-written slot is out of rotation.
+    assert_eq!(cgpt(&h.disk, 4, "-P"), "0");
+    assert_ne!(h.slot_sha(4), v2_usr_sha());
+
+    let second = h.dir_engine(repo_full());
+    let (r, log2) = capture(|| second.update_now());
+    assert_eq!(
+        r.unwrap(),
+        UpdateOutcome::Staged {
+            version: "2.0".into(),
+            slot: 4,
+            label: "USR-B".into(),
+            delta: false
+        }
+    );
+    let lines: Vec<&str> = log2.lines().collect();
+    let start = lines.iter().position(|l| *l == start_line).unwrap();
+    assert_eq!(
+        lines[start + 1],
+        format!("cairn-update: resuming the apply of 2.0 at op {next_op}"),
+        "{log2}"
+    );
+    let tenths = percent_lines(&log2, "2.0");
+    assert!(tenths.first().unwrap().0 > u64::from(next_op), "{log2}");
+    assert_eq!(*tenths.last().unwrap(), (ops, ops));
+    assert!(lines.contains(&"cairn-update: staged 2.0 in slot 4 (USR-B); reboot to apply"));
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+    assert_eq!(cgpt(&h.disk, 4, "-P"), "2");
+}
+
+#[test]
+fn delta_from_another_source_falls_back_to_the_full_payload() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    let e = h.dir_engine(repo_mismatch());
+    // The channel offers a delta from "1.0"...
+    let cairn_update::CheckOutcome::Available(a) = e.check().unwrap() else {
+        panic!("nothing available")
+    };
+    assert_eq!(a.payload.from_version.as_deref(), Some("1.0"));
+    // ...but it was made from another 1.0 than the booted slot.
+    let (r, log) = capture(|| e.update_now());
+    assert_eq!(
+        r.unwrap(),
+        UpdateOutcome::Staged {
+            version: "2.0".into(),
+            slot: 4,
+            label: "USR-B".into(),
+            delta: false
+        }
+    );
+    assert!(
+        log.contains("the source partition does not match")
+            && log.contains("falling back to the full payload"),
+        "{log}"
+    );
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+    assert_eq!(cgpt(&h.disk, 4, "-P"), "2");
+    assert_eq!(cgpt(&h.disk, 3, "-S"), "1");
+}
+
+#[test]
+fn disk_is_found_through_sys_block_and_dev() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    let (sys, dev) = (&h.paths.sys_block, &h.paths.dev_dir);
+    for n in ["loop0", "nvme0n1", "sda", "sdb"] {
+        std::fs::create_dir_all(sys.join(n)).unwrap();
+    }
+    std::fs::create_dir_all(dev).unwrap();
+    // sda has no GPT, loop0 is empty, sdb has no node: all skipped.
+    std::fs::write(dev.join("sda"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(dev.join("loop0"), b"").unwrap();
+    let node = dev.join("nvme0n1");
+    std::fs::rename(&h.disk, &node).unwrap();
+    let mut config = h.config.clone();
+    config.disk = None;
+    let e = Engine::new(config, h.paths.clone(), Box::new(dir_transport(&f.repo)));
+    let s = e.status().unwrap();
+    assert_eq!(s.disk, node.display().to_string());
+    assert_eq!(s.booted.unwrap().slot.partition, 3);
+    assert!(matches!(
+        e.update_now().unwrap(),
+        UpdateOutcome::Staged { slot: 4, .. }
+    ));
+    let b = part(&f.v1_report, 4);
+    assert_eq!(sha_region(&node, b.offset, b.size), v2_usr_sha());
+    // A partition no disk has.
+    std::fs::write(
+        &h.paths.cmdline,
+        "cairn.usr=PARTUUID=0a1b2c3d-0000-4000-8000-00000000abcd\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", e.status().unwrap_err());
+    assert!(
+        err.contains(&format!("no disk under {} holds partition", sys.display()))
+            && err.contains("--disk"),
+        "{err}"
+    );
+}
+
+#[test]
+fn payload_larger_than_the_slot_is_refused_without_touching_the_gpt() {
+    let f = fixture();
+    let big = big_image();
+    // 1. The channel says the release needs more than the slot has.
+    let repo = f.dir.join("repo-big");
+    publish(f, &repo, big, &[]);
+    let h = host(DIR_URL, &f.keys);
+    // An old version in USR-B, still bootable: refusing must not touch it.
+    cgpt_add(&h.disk, 4, &["-P", "1", "-S", "1"]);
+    let (gpt, b) = (gpt_sha(&h.disk), h.slot_sha(4));
+    let err = format!("{:#}", h.dir_engine(&repo).update_now().unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "release 3.0 needs {} bytes but slot 4 (USR-B) of {} has {}",
+            72 << 20,
+            h.disk.display(),
+            64 << 20
+        )),
+        "{err}"
+    );
+    assert_eq!((gpt_sha(&h.disk), h.slot_sha(4)), (gpt, b));
+    assert!(!h.config.state_dir.join("download").exists());
+
+    // 2. The channel claims it fits; the signed payload says otherwise.
+    let payload = f.dir.join("big-full.cpay");
+    cairn_builder::publish::write_payload(big, None, &[f.key()], &payload).unwrap();
+    let lie = f.dir.join("repo-big-lie");
+    cairn_repo::publish(
+        &lie,
+        "stable",
+        &[f.key()],
+        cairn_repo::PublishRelease {
+            version: "3.0".into(),
+            full: cairn_repo::PayloadSource::Path(payload),
+            deltas: Vec::new(),
+            target_sha256: v2_usr_sha(),
+            target_size: 64 << 20,
+        },
+        &cairn_repo::PublishOptions::default(),
+    )
+    .unwrap();
+    let h = host(DIR_URL, &f.keys);
+    cgpt_add(&h.disk, 4, &["-P", "1", "-S", "1"]);
+    let (gpt, b) = (gpt_sha(&h.disk), h.slot_sha(4));
+    let err = format!("{:#}", h.dir_engine(&lie).update_now().unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "writes {} bytes but slot 4 (USR-B) of {} has {}: refused",
+            72 << 20,
+            h.disk.display(),
+            64 << 20
+        )),
+        "{err}"
+    );
+    assert_eq!((gpt_sha(&h.disk), h.slot_sha(4)), (gpt, b));
+}
+
+/// Holds the first download until the test lets it go.
+#[derive(Debug)]
+struct Gate {
+    entered: Mutex<Option<mpsc::Sender<()>>>,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl ProgressSink for Gate {
+    fn begin(&self, _: &str, _: Unit, _: u64, _: u64) {
+        if let Some(tx) = self.entered.lock().unwrap().take() {
+            tx.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+    }
+    fn update(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+#[test]
+fn lock_refuses_a_second_concurrent_update() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let mut first = h.dir_engine(&f.repo);
+    first.progress = Arc::new(Gate {
+        entered: Mutex::new(Some(entered_tx)),
+        release: Mutex::new(release_rx),
+    });
+    let lock = h.config.state_dir.join("lock");
+    let busy = format!(
+        "another cairn-update is running (lock {}); try again later",
+        lock.display()
+    );
+    std::thread::scope(|s| {
+        let t = s.spawn(|| first.update_now());
+        // The first engine is downloading, holding the lock.
+        entered.recv().unwrap();
+        let second = h.dir_engine(&f.repo);
+        assert_eq!(format!("{:#}", second.update_now().unwrap_err()), busy);
+        assert_eq!(format!("{:#}", second.check().unwrap_err()), busy);
+        assert_eq!(format!("{:#}", second.mark_good(false).unwrap_err()), busy);
+        // The command line fails fast with the same message.
+        let out = h.command().args(["update", "--now"]).output().unwrap();
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("cairn-update: error: {busy}\n")
+        );
+        // status does not need the lock.
+        let st = second.status().unwrap();
+        assert!(
+            st.notes
+                .iter()
+                .any(|n| n.contains("another cairn-update is running")),
+            "{:?}",
+            st.notes
+        );
+        assert!(st.phase.starts_with("downloading"), "{}", st.phase);
+        release.send(()).unwrap();
+        assert!(matches!(
+            t.join().unwrap().unwrap(),
+            UpdateOutcome::Staged { slot: 4, .. }
+        ));
+    });
+    // Released with the first engine's run.
+    assert!(matches!(
+        h.dir_engine(&f.repo).update_now().unwrap(),
+        UpdateOutcome::AlreadyStaged { slot: 4, .. }
+    ));
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+}
+
+#[test]
+fn update_now_prints_a_sentence_logs_exact_lines_and_never_reboots() {
+    let f = fixture();
+    let server = cairn_repo::serve(&f.repo, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/stable.json", server.local_addr());
+    let marks = tempfile::tempdir().unwrap();
+    let marker = marks.path().join("rebooted");
+    let h = host_with(
+        &url,
+        &f.keys,
+        &format!(
+            "reboot = \"immediate\"\nreboot-command = [\"sh\", \"-c\", \"echo rebooted >> '{}'\"]\n",
+            marker.display()
+        ),
+    );
+    let out = h.command().arg("check").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "1.0 -> 2.0: delta payload of {} bytes\n",
+            delta_size(&f.repo)
+        )
+    );
+    let out = h.command().arg("update").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`update` needs --now"));
+
+    let out = h.command().args(["update", "--now"]).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "staged 2.0 in slot 4 (USR-B) from the delta payload; reboot to apply it\n"
+    );
+    // Plain lines on a non-terminal: no escapes, every line prefixed.
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    assert!(
+        err.lines().all(|l| l.starts_with("cairn-update: ")),
+        "{err}"
+    );
+    let start = err
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn-update: applying 2.0 into slot 4 (USR-B): "))
+        .unwrap_or_else(|| panic!("{err}"));
+    let ops: u64 = start.strip_suffix(" ops").unwrap().parse().unwrap();
+    assert_eq!(*percent_lines(&err, "2.0").last().unwrap(), (ops, ops));
+    assert!(err
+        .lines()
+        .any(|l| l == "cairn-update: staged 2.0 in slot 4 (USR-B); reboot to apply"));
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("cairn-update: downloading 2.0: 100% (")),
+        "{err}"
+    );
+    // --json stays machine-readable.
+    let out = h
+        .command()
+        .args(["update", "--now", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"], "already-staged");
+    assert_eq!(v["slot"], 4);
+    assert_eq!(v["label"], "USR-B");
+    // Neither check nor update rebooted.
+    assert!(!marker.exists());
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+}
+
+fn delta_size(repo: &Path) -> u64 {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo.join("stable.json")).unwrap()).unwrap();
+    doc["signed"]["releases"][0]["deltas"][0]["size"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn on_a_terminal_the_log_lines_are_still_printed() {
+    // `script` runs the command on a pseudo-terminal, where a progress bar
+    // is drawn; the stable lines must still be there.
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: script (util-linux) is not installed");
+        return;
+    }
+    let f = fixture();
+    let server = cairn_repo::serve(&f.repo, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}/stable.json", server.local_addr());
+    let h = host(&url, &f.keys);
+    let cmd = format!(
+        "'{}' --defaults '{}' --config '{}' --cmdline '{}' update --now",
+        env!("CARGO_BIN_EXE_cairn-update"),
+        h.paths.defaults_config.display(),
+        h.paths.config.display(),
+        h.paths.cmdline.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "cairn-update: applying 2.0 into slot 4 (USR-B): ",
+        "cairn-update: staged 2.0 in slot 4 (USR-B); reboot to apply",
+        "staged 2.0 in slot 4 (USR-B) from the delta payload; reboot to apply it",
+    ] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+}
+
+#[test]
+fn a_slot_on_trial_never_overwrites_its_fallback() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    // Booted from USR-A on trial (a new version, not marked good yet);
+    // USR-B holds the previous, good version.
+    cgpt_add(&h.disk, 3, &["-P", "2", "-T", "0", "-S", "0"]);
+    cgpt_add(&h.disk, 4, &["-P", "1", "-S", "1"]);
+    let (gpt, b) = (gpt_sha(&h.disk), h.slot_sha(4));
+    let err = format!(
+        "{:#}",
+        h.dir_engine(repo_full()).update_now().unwrap_err()
+    );
+    assert!(
+        err.contains("the booted slot 3 (USR-A) is on trial and not marked good yet")
+            && err.contains("mark-good"),
+        "{err}"
+    );
+    assert_eq!((gpt_sha(&h.disk), h.slot_sha(4)), (gpt, b));
+    assert!(!h.config.state_dir.join("download").exists());
 }
