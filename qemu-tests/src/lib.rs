@@ -194,6 +194,27 @@ impl Vm {
         }
     }
 
+    /// Types `cmd` into the guest shell without waiting for it (for
+    /// `reboot`, or a command the test watches by other means).
+    pub fn send(&mut self, cmd: &str) {
+        let line = format!("{cmd}\n");
+        if let Some(stdin) = self.stdin.as_mut() {
+            if let Err(e) = stdin
+                .write_all(line.as_bytes())
+                .and_then(|()| stdin.flush())
+            {
+                self.fail(&format!("writing to the guest console: {e}"));
+            }
+        }
+    }
+
+    /// Pulls the plug: QEMU is killed at once, so whatever the guest had
+    /// not written to the disk image is lost, as in a power cut.
+    pub fn power_cut(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Powers the guest off.
     pub fn poweroff(mut self, timeout: Duration) {
         if let Some(stdin) = self.stdin.as_mut() {
