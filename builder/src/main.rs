@@ -365,6 +365,7 @@ fn run(cli: Cli) -> Result<()> {
                         "file_aware": s.file_aware,
                         "files_unchanged": s.files_unchanged,
                         "files_changed": s.files_changed,
+                        "files_renamed": s.files_renamed,
                         "blocks": {
                             "replace": s.replace_blocks,
                             "zero": s.zero_blocks,

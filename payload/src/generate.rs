@@ -41,6 +41,9 @@ pub struct GenerateOptions {
     pub zstd_diff: bool,
     /// Try bsdiff for changed files.
     pub bsdiff: bool,
+    /// Changed files are diffed in groups of up to this many blocks (of
+    /// target and of source); a larger file is diffed alone.
+    pub diff_group_blocks: u64,
     /// Version strings; default: the slot footer's OS version, else "".
     pub target_version: Option<String>,
     pub source_version: Option<String>,
@@ -54,6 +57,7 @@ impl Default for GenerateOptions {
             replace_batch_blocks: 512,
             zstd_diff: true,
             bsdiff: true,
+            diff_group_blocks: 512,
             target_version: None,
             source_version: None,
         }
@@ -78,6 +82,9 @@ pub struct Summary {
     pub files_changed: u64,
     /// Changed files whose diff lost to plain REPLACE.
     pub diffs_replaced: u64,
+    /// Of the changed files, those diffed against a file at another path
+    /// (the same path with other version numbers).
+    pub files_renamed: u64,
     /// Whether both /usr layouts could be read (file-aware delta).
     pub file_aware: bool,
 }
@@ -160,6 +167,16 @@ enum Job {
     Diff { dst: Vec<Extent>, src: Vec<Extent> },
 }
 
+/// Appends `more` to `list`, merging a run that continues the last extent.
+fn append_extents(list: &mut Vec<Extent>, more: &[Extent]) {
+    for e in more {
+        match list.last_mut() {
+            Some(l) if l.end() == e.start => l.blocks += e.blocks,
+            _ => list.push(*e),
+        }
+    }
+}
+
 fn block_extents(blocks: impl IntoIterator<Item = u64>) -> Vec<Extent> {
     let mut v: Vec<Extent> = Vec::new();
     for b in blocks {
@@ -183,6 +200,40 @@ fn file_blocks(l: &cairn_ext4::LayoutEntry) -> Option<Vec<u64>> {
         v.extend(e.physical..e.physical + u64::from(e.len));
     }
     Some(v)
+}
+
+/// `path` with every run of ASCII digits replaced by `#`: the key under
+/// which a file and its renamed successor meet
+/// (`lib/modules/6.1.0-50-amd64/kernel/fs/ext4/ext4.ko` and
+/// `lib/modules/6.1.0-57-amd64/...`, `libssl.so.3.0.11` and
+/// `libssl.so.3.0.13`).
+fn version_blind(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut in_digits = false;
+    for &b in path {
+        if b.is_ascii_digit() {
+            if !in_digits {
+                out.push(b'#');
+            }
+            in_digits = true;
+        } else {
+            out.push(b);
+            in_digits = false;
+        }
+    }
+    out
+}
+
+/// Source regular files by [`version_blind`] path. Where several share a
+/// key, the last in path order wins (for versions of equal length that is
+/// the highest, the likeliest base for the next one).
+fn rename_index(source: &Layout) -> HashMap<Vec<u8>, &Vec<u8>> {
+    source
+        .entries
+        .iter()
+        .filter(|(_, e)| e.file_type == FileType::Regular)
+        .map(|(p, _)| (version_blind(p), p))
+        .collect()
 }
 
 /// Writes a payload for the USR-A partition of `target` (full when
@@ -234,12 +285,24 @@ pub fn generate(
     if let Some(s) = &src {
         if let (Some(tl), Some(sl)) = (tgt.layout(), s.layout()) {
             summary.file_aware = true;
+            let renamed = rename_index(&sl);
             let mut seen = HashSet::new();
             for (path, te) in &tl.entries {
                 if te.file_type != FileType::Regular || !seen.insert(te.inode) {
                     continue;
                 }
-                let Some(se) = sl.entries.get(path) else {
+                // The same path, else the file it was most likely renamed
+                // from (a new kernel release, a library's new soname).
+                let (se, moved) = match sl.entries.get(path) {
+                    Some(se) if se.file_type == FileType::Regular => (Some(se), false),
+                    _ => (
+                        renamed
+                            .get(&version_blind(path))
+                            .and_then(|p| sl.entries.get(*p)),
+                        true,
+                    ),
+                };
+                let Some(se) = se else {
                     continue;
                 };
                 if se.file_type != FileType::Regular {
@@ -275,10 +338,27 @@ pub fn generate(
                     }
                 } else {
                     summary.files_changed += 1;
-                    for t in &tb {
-                        plan[*t as usize] = Plan::Diff(diffs.len());
+                    summary.files_renamed += u64::from(moved);
+                    // Small changed files (next to each other in path
+                    // order, so usually of one package) share one diff:
+                    // the old files together are a better reference, and
+                    // one frame costs less than many.
+                    let joins = diffs.last().is_some_and(|(d, s): &(Vec<Extent>, Vec<Extent>)| {
+                        total_blocks(d) + tb.len() as u64 <= opts.diff_group_blocks
+                            && total_blocks(s) + sb.len() as u64 <= opts.diff_group_blocks
+                            && d.len() + dst.len() <= MAX_EXTENTS_PER_OP as usize
+                            && s.len() + srcx.len() <= MAX_EXTENTS_PER_OP as usize
+                    });
+                    if !joins {
+                        diffs.push((Vec::new(), Vec::new()));
                     }
-                    diffs.push((dst, srcx));
+                    let j = diffs.len() - 1;
+                    for t in &tb {
+                        plan[*t as usize] = Plan::Diff(j);
+                    }
+                    let (d, s) = &mut diffs[j];
+                    append_extents(d, &dst);
+                    append_extents(s, &srcx);
                 }
             }
         }
@@ -518,24 +598,59 @@ fn compute(
             let s = src.ok_or_else(|| Error::Generate("diff without source".into()))?;
             let new = read_extents(tgt.region(), dst)?;
             let old = read_extents(s.region(), sx)?;
-            let mut best = (
-                OpType::Replace,
-                codec::compress(&new, opts.zstd_level).map_err(gen)?,
-            );
-            if opts.zstd_diff {
-                let d = codec::zstd_diff(&old, &new, opts.zstd_level).map_err(gen)?;
-                if d.len() < best.1.len() {
-                    best = (OpType::SourceDiffZstd, d);
+            let mut best: Option<(OpType, Vec<u8>)> = None;
+            fn consider(best: &mut Option<(OpType, Vec<u8>)>, kind: OpType, d: Vec<u8>) {
+                if best.as_ref().is_none_or(|(_, b)| d.len() < b.len()) {
+                    *best = Some((kind, d));
                 }
+            }
+            if opts.zstd_diff {
+                consider(
+                    &mut best,
+                    OpType::SourceDiffZstd,
+                    codec::zstd_diff(&old, &new, opts.zstd_level).map_err(gen)?,
+                );
             }
             if opts.bsdiff {
-                let d = codec::bsdiff(&old, &new).map_err(gen)?;
-                if d.len() < best.1.len() {
-                    best = (OpType::SourceBsdiff, d);
-                }
+                consider(
+                    &mut best,
+                    OpType::SourceBsdiff,
+                    codec::bsdiff(&old, &new).map_err(gen)?,
+                );
             }
-            let lost = best.0 == OpType::Replace;
-            Ok((best.0, best.1, lost))
+            // Plain compression only has a chance when the best diff is
+            // not much smaller than the data: skip the costly attempt
+            // otherwise.
+            let worth = best
+                .as_ref()
+                .is_none_or(|(_, d)| d.len().saturating_mul(8) > new.len());
+            if worth {
+                consider(
+                    &mut best,
+                    OpType::Replace,
+                    codec::compress(&new, opts.zstd_level).map_err(gen)?,
+                );
+            }
+            let (kind, blob) = best.ok_or_else(|| Error::Generate("no encoding tried".into()))?;
+            Ok((kind, blob, kind == OpType::Replace))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_blind;
+
+    #[test]
+    fn version_blind_paths_meet_across_releases() {
+        let a = version_blind(b"lib/modules/6.1.0-50-cloud-amd64/kernel/fs/ext4/ext4.ko");
+        let b = version_blind(b"lib/modules/6.1.0-57-cloud-amd64/kernel/fs/ext4/ext4.ko");
+        assert_eq!(a, b);
+        assert_eq!(a, b"lib/modules/#.#.#-#-cloud-amd#/kernel/fs/ext#/ext#.ko".to_vec());
+        assert_eq!(
+            version_blind(b"lib/libssl.so.3.0.11"),
+            version_blind(b"lib/libssl.so.3.0.13")
+        );
+        assert_ne!(version_blind(b"bin/ls"), version_blind(b"bin/cp"));
     }
 }

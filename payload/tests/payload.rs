@@ -80,7 +80,17 @@ fn source_tree(root: &Path, v2: bool) {
         write(root, "usr/share/doc/f007.txt", b"rewritten in v2\n");
         write(root, "usr/share/new/added.bin", &noise(4, 300_000));
         write(root, "usr/share/doc/f150.txt", &text(9999, 400));
+        // A new kernel release: its modules move to another directory with
+        // a few bytes changed.
+        let mut module = noise(6, 600_000);
+        module[300_000] ^= 0xff;
+        write(root, "usr/lib/modules/6.1.0-57-amd64/kernel/fs/x.ko", &module);
     } else {
+        write(
+            root,
+            "usr/lib/modules/6.1.0-50-amd64/kernel/fs/x.ko",
+            &noise(6, 600_000),
+        );
         write(root, "usr/share/old/removed.bin", &noise(5, 400_000));
     }
 }
@@ -272,7 +282,17 @@ fn full_and_delta_reproduce_v2() {
     );
     assert!(f.delta_summary.file_aware);
     assert!(f.delta_summary.files_unchanged >= 150);
-    assert!(f.delta_summary.files_changed >= 2);
+    assert!(f.delta_summary.files_changed >= 3);
+    // The module under its new release directory was diffed against the
+    // old one rather than sent whole: the 400 KB of new random data
+    // (added.bin, libfoo's tail) plus a whole 600 KB module would exceed
+    // the bound.
+    assert_eq!(f.delta_summary.files_renamed, 1);
+    assert!(
+        f.delta.len() < 700_000,
+        "delta of {} bytes: the moved module was not diffed",
+        f.delta.len()
+    );
     assert_eq!(f.full_summary.copy_blocks, 0);
     assert!(
         f.delta.len() * 5 < f.full.len(),
