@@ -85,6 +85,9 @@ pub struct Summary {
     /// Of the changed files, those diffed against a file at another path
     /// (the same path with other version numbers).
     pub files_renamed: u64,
+    /// Boot-area regions (kernel, initramfs) diffed against the source
+    /// slot's.
+    pub boot_regions_diffed: u64,
     /// Whether both /usr layouts could be read (file-aware delta).
     pub file_aware: bool,
 }
@@ -133,12 +136,15 @@ impl UsrPartition {
         }
     }
 
-    fn os_version(&self) -> Option<String> {
+    fn footer(&self) -> Option<cairn_disk::slot_footer::SlotFooter> {
         let mut b = vec![0u8; cairn_disk::slot_footer::FOOTER_SIZE];
         let at = self.offset + self.size - b.len() as u64;
         self.file.read_exact_at(&mut b, at).ok()?;
-        let f = cairn_disk::slot_footer::SlotFooter::parse(&b, self.size).ok()?;
-        Some(f.os_version().to_string())
+        cairn_disk::slot_footer::SlotFooter::parse(&b, self.size).ok()
+    }
+
+    fn os_version(&self) -> Option<String> {
+        Some(self.footer()?.os_version().to_string())
     }
 
     fn layout(&self) -> Option<Layout> {
@@ -343,12 +349,14 @@ pub fn generate(
                     // order, so usually of one package) share one diff:
                     // the old files together are a better reference, and
                     // one frame costs less than many.
-                    let joins = diffs.last().is_some_and(|(d, s): &(Vec<Extent>, Vec<Extent>)| {
-                        total_blocks(d) + tb.len() as u64 <= opts.diff_group_blocks
-                            && total_blocks(s) + sb.len() as u64 <= opts.diff_group_blocks
-                            && d.len() + dst.len() <= MAX_EXTENTS_PER_OP as usize
-                            && s.len() + srcx.len() <= MAX_EXTENTS_PER_OP as usize
-                    });
+                    let joins = diffs
+                        .last()
+                        .is_some_and(|(d, s): &(Vec<Extent>, Vec<Extent>)| {
+                            total_blocks(d) + tb.len() as u64 <= opts.diff_group_blocks
+                                && total_blocks(s) + sb.len() as u64 <= opts.diff_group_blocks
+                                && d.len() + dst.len() <= MAX_EXTENTS_PER_OP as usize
+                                && s.len() + srcx.len() <= MAX_EXTENTS_PER_OP as usize
+                        });
                     if !joins {
                         diffs.push((Vec::new(), Vec::new()));
                     }
@@ -360,6 +368,42 @@ pub fn generate(
                     append_extents(d, &dst);
                     append_extents(s, &srcx);
                 }
+            }
+        }
+    }
+
+    // The boot area: the new kernel is diffed against the old kernel and
+    // the new initramfs against the old one (both from the slot footers).
+    if let (Some(s), Some(tf)) = (&src, tgt.footer()) {
+        if let Some(sf) = s.footer() {
+            for (t, o) in [(tf.kernel, sf.kernel), (tf.initramfs, sf.initramfs)] {
+                let blocks = |r: cairn_disk::slot_footer::Region, limit: u64| {
+                    let (first, n) = (r.offset / BS, r.size.div_ceil(BS));
+                    (r.offset.is_multiple_of(BS)
+                        && n > 0
+                        && n <= MAX_OP_BLOCKS
+                        && first + n <= limit)
+                        .then_some(first..first + n)
+                };
+                let (Some(tb), Some(sb)) = (blocks(t, nblocks), blocks(o, s.size / BS)) else {
+                    continue;
+                };
+                if tb.clone().any(|b| plan[b as usize] != Plan::Unset) {
+                    continue;
+                }
+                let dst = block_extents(tb.clone());
+                let srcx = block_extents(sb);
+                if read_extents(tgt.region(), &dst)? == read_extents(s.region(), &srcx)? {
+                    for (k, b) in tb.enumerate() {
+                        plan[b as usize] = Plan::Copy(srcx[0].start + k as u64);
+                    }
+                    continue;
+                }
+                for b in tb {
+                    plan[b as usize] = Plan::Diff(diffs.len());
+                }
+                diffs.push((dst, srcx));
+                summary.boot_regions_diffed += 1;
             }
         }
     }
@@ -646,7 +690,10 @@ mod tests {
         let a = version_blind(b"lib/modules/6.1.0-50-cloud-amd64/kernel/fs/ext4/ext4.ko");
         let b = version_blind(b"lib/modules/6.1.0-57-cloud-amd64/kernel/fs/ext4/ext4.ko");
         assert_eq!(a, b);
-        assert_eq!(a, b"lib/modules/#.#.#-#-cloud-amd#/kernel/fs/ext#/ext#.ko".to_vec());
+        assert_eq!(
+            a,
+            b"lib/modules/#.#.#-#-cloud-amd#/kernel/fs/ext#/ext#.ko".to_vec()
+        );
         assert_eq!(
             version_blind(b"lib/libssl.so.3.0.11"),
             version_blind(b"lib/libssl.so.3.0.13")

@@ -84,7 +84,11 @@ fn source_tree(root: &Path, v2: bool) {
         // a few bytes changed.
         let mut module = noise(6, 600_000);
         module[300_000] ^= 0xff;
-        write(root, "usr/lib/modules/6.1.0-57-amd64/kernel/fs/x.ko", &module);
+        write(
+            root,
+            "usr/lib/modules/6.1.0-57-amd64/kernel/fs/x.ko",
+            &module,
+        );
     } else {
         write(
             root,
@@ -98,12 +102,27 @@ fn source_tree(root: &Path, v2: bool) {
 fn build(dir: &Path, version: &str, base: Option<&Path>) -> PathBuf {
     let src = dir.join(format!("src-{version}"));
     source_tree(&src, version != "1.0");
+    // A stand-in kernel for the slot's boot area; v2's differs in a few
+    // bytes, as a rebuilt kernel would in places.
+    let mut kernel = noise(8, 700_000);
+    if version != "1.0" {
+        for k in 0..5 {
+            kernel[k * 130_000 + 77] ^= 0x33;
+        }
+    }
+    let kernel_file = dir.join(format!("vmlinuz-{version}"));
+    std::fs::write(&kernel_file, &kernel).unwrap();
+    let boot_bins = dir.join("boot-bins");
+    std::fs::create_dir_all(&boot_bins).unwrap();
+    std::fs::write(boot_bins.join("BOOTX64.EFI"), b"MZ stand-in boot manager\n").unwrap();
+    std::fs::write(boot_bins.join("init"), b"\x7fELF stand-in init\n").unwrap();
     let m = dir.join(format!("{version}.toml"));
     std::fs::write(
         &m,
         format!(
-            "[image]\nname = \"pt\"\nversion = \"{version}\"\nchannel = \"test\"\nsource-date-epoch = 1700000000\n\n[[content]]\ntype = \"dir\"\npath = \"{}\"\n{PARTITIONS}",
-            src.display()
+            "[image]\nname = \"pt\"\nversion = \"{version}\"\nchannel = \"test\"\nsource-date-epoch = 1700000000\n\n[[content]]\ntype = \"dir\"\npath = \"{}\"\n\n[kernel]\nfile = \"{}\"\nmodules = []\n{PARTITIONS}",
+            src.display(),
+            kernel_file.display()
         ),
     )
     .unwrap();
@@ -114,8 +133,8 @@ fn build(dir: &Path, version: &str, base: Option<&Path>) -> PathBuf {
             out_dir: dir.join(format!("out-{version}")),
             base: base.map(Path::to_path_buf),
             source_date_epoch: None,
-            boot_efi: None,
-            init: None,
+            boot_efi: Some(boot_bins.join("BOOTX64.EFI")),
+            init: Some(boot_bins.join("init")),
             update_engine: None,
         },
         &Quiet,
@@ -288,6 +307,9 @@ fn full_and_delta_reproduce_v2() {
     // (added.bin, libfoo's tail) plus a whole 600 KB module would exceed
     // the bound.
     assert_eq!(f.delta_summary.files_renamed, 1);
+    // The kernel in the boot area was diffed against the old kernel (the
+    // initramfs is unchanged, so copied).
+    assert_eq!(f.delta_summary.boot_regions_diffed, 1);
     assert!(
         f.delta.len() < 700_000,
         "delta of {} bytes: the moved module was not diffed",
