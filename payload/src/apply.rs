@@ -265,6 +265,21 @@ fn write_extents(r: Region<'_>, extents: &[Extent], data: &[u8]) -> io::Result<(
     Ok(())
 }
 
+/// Zeroes `len` bytes at `offset` without writing them
+/// (`FALLOC_FL_ZERO_RANGE`: unwritten extents on a file system, a zeroing
+/// command on a block device). Returns false where that is not supported,
+/// and the caller writes zeros.
+fn zero_range(file: &std::fs::File, offset: u64, len: u64) -> bool {
+    len == 0
+        || rustix::fs::fallocate(
+            file,
+            rustix::fs::FallocateFlags::ZERO_RANGE | rustix::fs::FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .is_ok()
+}
+
 fn run_op(
     i: u32,
     op: &Op,
@@ -277,9 +292,15 @@ fn run_op(
     let src = || source.ok_or(Error::SourceRequired);
     match op.kind {
         OpType::Zero => {
-            let zeros = vec![0u8; CHUNK];
+            let mut zeros: Vec<u8> = Vec::new();
             for e in &op.dst {
-                let (mut pos, end) = (e.start * BS, e.end() * BS);
+                let (pos, end) = (e.start * BS, e.end() * BS);
+                if zero_range(target.file, target.offset + pos, end - pos) {
+                    continue;
+                }
+                // The file system or device cannot zero a range: write.
+                zeros.resize(CHUNK, 0);
+                let mut pos = pos;
                 while pos < end {
                     let n = (end - pos).min(CHUNK as u64) as usize;
                     target.file.write_all_at(&zeros[..n], target.offset + pos)?;

@@ -332,6 +332,15 @@ fn full_and_delta_reproduce_v2() {
 
     for payload in [&f.full, &f.delta] {
         let (_d, disk) = device(f);
+        // USR-B holds old bytes everywhere: ZERO ops must really clear
+        // them (they zero ranges with fallocate where they can).
+        let (b, blen) = part(&disk, 4);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .write_all_at(&noise(11, blen as usize), b)
+            .unwrap();
         let mut done = Recorder::default();
         apply_to(f, &disk, payload, payload.as_slice(), None, &mut done).unwrap();
         let ops = verify(payload, &[f.key.verifying_key()])
