@@ -637,10 +637,7 @@ fn a_slot_on_trial_never_overwrites_its_fallback() {
     cgpt_add(&h.disk, 3, &["-P", "2", "-T", "0", "-S", "0"]);
     cgpt_add(&h.disk, 4, &["-P", "1", "-S", "1"]);
     let (gpt, b) = (gpt_sha(&h.disk), h.slot_sha(4));
-    let err = format!(
-        "{:#}",
-        h.dir_engine(repo_full()).update_now().unwrap_err()
-    );
+    let err = format!("{:#}", h.dir_engine(repo_full()).update_now().unwrap_err());
     assert!(
         err.contains("the booted slot 3 (USR-A) is on trial and not marked good yet")
             && err.contains("mark-good"),
