@@ -70,6 +70,11 @@ const APT_PREREQS: &[(&str, &str)] = &[
     ("cpio", "cpio"),
     ("zstd", "zstd"),
     ("curl", "curl"),
+    // The apt tests verify the real archive's InRelease with it.
+    (
+        "debian-archive-keyring",
+        "/usr/share/keyrings/debian-archive-keyring.gpg",
+    ),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
 ];
