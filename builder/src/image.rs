@@ -71,6 +71,11 @@ pub enum BuildError {
     Tree(#[from] cairn_fstree::Error),
     #[error("initramfs: {0}")]
     Initramfs(#[from] crate::initramfs::InitramfsError),
+    /// apt content: resolution, download or verification failed.
+    #[error("{0}")]
+    Apt(String),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
@@ -357,12 +362,21 @@ fn assemble(
     m: &Manifest,
     opts: &BuildOptions,
     spill: Spill,
+    apt: Option<&crate::apt::Prepared>,
     progress: &dyn Progress,
 ) -> Result<(Tree, Option<KernelInput>, Vec<String>), BuildError> {
     let mut warnings = Vec::new();
     let mut a = Assembler::new(spill);
+    let mut apt_pending = apt;
     for c in &m.content {
         match c {
+            // All apt entries resolve to one package set, installed where
+            // the first one is, sorted by package name.
+            Content::Apt(_) => {
+                for (_, deb) in apt_pending.take().map_or(&[][..], |p| &p.debs[..]) {
+                    a.add_deb(deb)?;
+                }
+            }
             Content::Dir {
                 path,
                 target,
@@ -796,13 +810,27 @@ fn base_layout(base: &Path) -> Result<cairn_ext4::Layout, BuildError> {
     })
 }
 
-/// Builds the image described by `m`.
+/// Builds the image described by `m`, with apt settings from the
+/// environment ([`crate::apt::AptOptions::from_env`]).
 pub fn build(
     m: &Manifest,
     opts: &BuildOptions,
     progress: &dyn Progress,
 ) -> Result<Built, BuildError> {
+    build_with_apt(m, opts, &crate::apt::AptOptions::from_env(), progress)
+}
+
+/// Builds the image described by `m`. apt content is fetched and verified
+/// (or taken from the lock file and the cache) before the output folder
+/// is touched, so a failure there leaves it as it was.
+pub fn build_with_apt(
+    m: &Manifest,
+    opts: &BuildOptions,
+    apt_opts: &crate::apt::AptOptions,
+    progress: &dyn Progress,
+) -> Result<Built, BuildError> {
     let epoch = source_date_epoch(m, opts.source_date_epoch)?;
+    let apt = crate::apt::prepare(m, apt_opts, progress)?;
     let seed = m.image.seed.as_str();
     let stem = format!("{}_{}", m.image.name, m.image.version);
     std::fs::create_dir_all(&opts.out_dir).map_err(io_at(&opts.out_dir))?;
@@ -817,7 +845,20 @@ pub fn build(
     progress.stage("content");
     let t = Instant::now();
     let spill = Spill::new(&opts.out_dir)?;
-    let (tree, kernel, mut warnings) = assemble(m, opts, spill, progress)?;
+    let (tree, kernel, mut warnings) = assemble(m, opts, spill, apt.as_ref(), progress)?;
+    if let Some(p) = &apt {
+        if p.lock_written {
+            tracing::info!("wrote the apt lock file {}", p.lock_path.display());
+        }
+        if !p.maintainer_scripts.is_empty() {
+            let w = format!(
+                "apt: maintainer scripts were not run (Cairn runs none): {}",
+                p.maintainer_scripts.join("; ")
+            );
+            progress.warn(&w);
+            warnings.push(w);
+        }
+    }
     let Split { usr, oem, root } = split(tree)?;
     let files = usr.walk().len() as u64;
     progress.done(&format!("{files} entries in /usr ({:.1?})", t.elapsed()));

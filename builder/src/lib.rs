@@ -1,6 +1,8 @@
 //! Cairn's image builder as a library; `src/main.rs` is a thin CLI over it.
 //!
 //! - [`manifest`]: the TOML manifest and its `extends` chain.
+//! - [`apt`], [`lock`]: `type = "apt"` content (via `cairn-apt`) and its
+//!   lock file.
 //! - [`content`]: directory, tar and .deb sources merged into one tree.
 //! - [`layout`]: partitions, GUIDs, and how a USR slot is divided.
 //! - [`image`]: the build itself (filesystems, verity, ESP, GPT, report).
@@ -11,6 +13,7 @@
 //!   and `cairn-repo`.
 //! - [`qemu`]: QEMU + OVMF command lines for `cairn run` and the boot tests.
 
+pub mod apt;
 pub mod content;
 pub mod esp;
 pub mod gpt;
@@ -18,6 +21,7 @@ pub mod image;
 pub mod initramfs;
 pub mod inspect;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod publish;
 pub mod qemu;

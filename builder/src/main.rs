@@ -58,6 +58,25 @@ enum Command {
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
+        /// Cache for apt indexes and .debs. Default: $CAIRN_CACHE_DIR, else
+        /// $XDG_CACHE_HOME/cairn, else ~/.cache/cairn.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Resolve the manifest's apt content and write the lock file beside it
+    /// (MANIFEST with .lock), downloading and verifying every .deb. Without
+    /// --update an existing lock is only checked.
+    Lock {
+        manifest: PathBuf,
+        /// Resolve again against the mirrors and rewrite the lock file.
+        #[arg(long)]
+        update: bool,
+        /// Cache for apt indexes and .debs (as for `cairn build`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// No progress bars.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Boot an image in QEMU with UEFI (OVMF), serial console on this
     /// terminal. Quit with Ctrl-A X.
@@ -225,6 +244,14 @@ fn find_binary(env: &str, triple: &str, name: &str) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
+/// apt settings: `--cache-dir`, else `$CAIRN_CACHE_DIR`, else the default.
+fn apt_options(cache_dir: Option<PathBuf>) -> cairn_builder::apt::AptOptions {
+    match cache_dir {
+        Some(d) => cairn_builder::apt::AptOptions::with_cache_dir(d),
+        None => cairn_builder::apt::AptOptions::from_env(),
+    }
+}
+
 /// Writes to stdout; a closed pipe (`cairn inspect IMG | head`) is not an
 /// error.
 fn emit(text: &str) -> Result<()> {
@@ -246,10 +273,12 @@ fn run(cli: Cli) -> Result<()> {
             update_engine,
             json,
             quiet,
+            cache_dir,
         } => {
             let m = Manifest::load(&manifest)?;
             let bars = Bars::new(quiet || json);
-            let built = image::build(
+            let apt_opts = apt_options(cache_dir);
+            let built = image::build_with_apt(
                 &m,
                 &BuildOptions {
                     out_dir: out.clone(),
@@ -265,6 +294,7 @@ fn run(cli: Cli) -> Result<()> {
                         find_binary("CAIRN_UPDATE", "x86_64-unknown-linux-musl", "cairn-update")
                     }),
                 },
+                &apt_opts,
                 &bars,
             )
             .with_context(|| {
@@ -287,6 +317,29 @@ fn run(cli: Cli) -> Result<()> {
                     built.report_path.display()
                 ))?;
             }
+        }
+        Command::Lock {
+            manifest,
+            update,
+            cache_dir,
+            quiet,
+        } => {
+            use cairn_builder::apt::{self, LockAction};
+            let m = Manifest::load(&manifest)?;
+            let bars = Bars::new(quiet);
+            let (action, p) = apt::lock(&m, &apt_options(cache_dir), update, &bars)
+                .with_context(|| format!("locking the apt content of {}", manifest.display()))?;
+            let what = match action {
+                LockAction::Created => "wrote",
+                LockAction::Updated => "updated",
+                LockAction::UpToDate => "up to date:",
+            };
+            emit(&format!(
+                "{what} {} ({} packages, {} downloaded)\n",
+                p.lock_path.display(),
+                p.debs.len(),
+                p.downloaded
+            ))?;
         }
         Command::Run {
             image,

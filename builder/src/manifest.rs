@@ -193,6 +193,13 @@ struct RawContent {
     paths: Vec<toml::Spanned<String>>,
     target: Option<String>,
     ownership: Option<Ownership>,
+    // type = "apt"
+    mirror: Option<toml::Spanned<String>>,
+    suites: Option<Vec<String>>,
+    components: Option<Vec<String>>,
+    keyring: Option<toml::Spanned<String>>,
+    packages: Option<Vec<String>>,
+    baseline: Option<AptBaseline>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -201,6 +208,46 @@ enum ContentType {
     Dir,
     Tar,
     Deb,
+    Apt,
+}
+
+/// Which packages an `apt` source adds besides the requested ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AptBaseline {
+    /// Only the requested packages and their dependencies.
+    #[default]
+    None,
+    /// Plus every `Essential: yes` package.
+    Essential,
+    /// Plus every `Essential: yes` and `Priority: required` package.
+    Required,
+}
+
+impl AptBaseline {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AptBaseline::None => "none",
+            AptBaseline::Essential => "essential",
+            AptBaseline::Required => "required",
+        }
+    }
+}
+
+/// A `[[content]] type = "apt"` entry: packages from a signed Debian-style
+/// archive. All apt entries of a manifest resolve together as one set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AptSource {
+    /// `http://deb.debian.org/debian` (no trailing slash).
+    pub mirror: String,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    /// The OpenPGP keyring that must have signed each suite's InRelease.
+    pub keyring: SourcePath,
+    pub packages: Vec<String>,
+    pub baseline: AptBaseline,
+    /// Where the entry is: `manifests/x.toml:12:8`.
+    pub at: String,
 }
 
 /// Who owns the files copied from a `dir` source.
@@ -305,6 +352,9 @@ pub enum Content {
     Deb {
         paths: Vec<SourcePath>,
     },
+    /// Packages from a Debian archive, resolved with their dependencies
+    /// (see `docs/manifest.md` and the lock file in `crate::lock`).
+    Apt(AptSource),
 }
 
 /// One `[[override]]` entry: owner, mode or xattrs forced onto a path
@@ -464,6 +514,17 @@ fn decode_xattr(value: &str) -> Result<Vec<u8>, String> {
 }
 
 impl Manifest {
+    /// The `type = "apt"` content entries, in manifest order.
+    pub fn apt_sources(&self) -> Vec<&AptSource> {
+        self.content
+            .iter()
+            .filter_map(|c| match c {
+                Content::Apt(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Reads `file` and everything it extends.
     pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
         let mut chain: Vec<(FileCtx, RawManifest)> = Vec::new();
@@ -780,6 +841,7 @@ fn content_entry(ctx: &FileCtx, c: &RawContent) -> Result<Content, ManifestError
         ContentType::Dir => "dir",
         ContentType::Tar => "tar",
         ContentType::Deb => "deb",
+        ContentType::Apt => "apt",
     };
     let not_for = |key: &str| {
         ctx.err_at(
@@ -787,6 +849,21 @@ fn content_entry(ctx: &FileCtx, c: &RawContent) -> Result<Content, ManifestError
             format!("key '{key}' does not apply to content of type '{name}'"),
         )
     };
+    if kind == ContentType::Apt {
+        return apt_entry(ctx, c, here);
+    }
+    for (key, set) in [
+        ("mirror", c.mirror.is_some()),
+        ("suites", c.suites.is_some()),
+        ("components", c.components.is_some()),
+        ("keyring", c.keyring.is_some()),
+        ("packages", c.packages.is_some()),
+        ("baseline", c.baseline.is_some()),
+    ] {
+        if set {
+            return Err(not_for(key));
+        }
+    }
     if kind != ContentType::Dir && c.ownership.is_some() {
         return Err(not_for("ownership"));
     }
@@ -821,6 +898,105 @@ fn content_entry(ctx: &FileCtx, c: &RawContent) -> Result<Content, ManifestError
             target,
         },
     })
+}
+
+/// Checks a `type = "apt"` entry.
+fn apt_entry(
+    ctx: &FileCtx,
+    c: &RawContent,
+    here: std::ops::Range<usize>,
+) -> Result<Content, ManifestError> {
+    let err = |m: String| ctx.err_at(here.clone(), m);
+    for (key, set) in [
+        ("path", c.path.is_some()),
+        ("paths", !c.paths.is_empty()),
+        ("target", c.target.is_some()),
+        ("ownership", c.ownership.is_some()),
+    ] {
+        if set {
+            return Err(err(format!(
+                "key '{key}' does not apply to content of type 'apt'"
+            )));
+        }
+    }
+    let Some(mirror) = &c.mirror else {
+        return Err(err(
+            "content of type 'apt' needs 'mirror', e.g. \"http://deb.debian.org/debian\"".into(),
+        ));
+    };
+    let m = mirror.get_ref().trim().trim_end_matches('/').to_string();
+    if !(m.starts_with("http://") || m.starts_with("file:///"))
+        || m.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(ctx.err_at(
+            mirror.span(),
+            format!("mirror '{m}' must be an http:// (or file:///) URL without spaces; https is not needed: InRelease signatures and hashes protect the data"),
+        ));
+    }
+    let word = |what: &str, v: &str| -> Result<(), ManifestError> {
+        let ok = !v.is_empty()
+            && !v.starts_with('.')
+            && v.split('/').all(|p| !p.is_empty() && p != "..")
+            && v.chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '_' | '+' | '/'));
+        if ok {
+            Ok(())
+        } else {
+            Err(err(format!("invalid {what} '{v}'")))
+        }
+    };
+    let suites = c.suites.clone().unwrap_or_default();
+    if suites.is_empty() {
+        return Err(err(
+            "content of type 'apt' needs 'suites', e.g. [\"bookworm\", \"bookworm-updates\"]"
+                .into(),
+        ));
+    }
+    for s in &suites {
+        word("suite", s)?;
+    }
+    let components = c
+        .components
+        .clone()
+        .unwrap_or_else(|| vec!["main".to_string()]);
+    if components.is_empty() {
+        return Err(err(
+            "'components' must not be empty (default: [\"main\"])".into()
+        ));
+    }
+    for s in &components {
+        word("component", s)?;
+    }
+    let Some(keyring) = &c.keyring else {
+        return Err(err(
+            "content of type 'apt' needs 'keyring', e.g. \"/usr/share/keyrings/debian-archive-keyring.gpg\" (from the debian-archive-keyring package)".into(),
+        ));
+    };
+    let mut keyring = ctx.path(keyring);
+    keyring.path = normalize(&keyring.path);
+    let packages = c.packages.clone().unwrap_or_default();
+    let baseline = c.baseline.unwrap_or_default();
+    for p in &packages {
+        let ok = p.len() >= 2
+            && p.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && p.chars().all(|ch| {
+                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '+' | '-' | '.')
+            });
+        if !ok {
+            return Err(err(format!(
+                "invalid package name '{p}' (Debian package names are lower-case letters, digits, '+', '-' and '.')"
+            )));
+        }
+    }
+    Ok(Content::Apt(AptSource {
+        mirror: m,
+        suites,
+        components,
+        keyring,
+        packages,
+        baseline,
+        at: ctx.at(here),
+    }))
 }
 
 fn check_target(
@@ -1079,6 +1255,73 @@ mod tests {
         );
         let err = Manifest::load(&p).unwrap_err().to_string();
         assert!(err.contains("unknown variant 'zip'"), "{err}");
+    }
+
+    #[test]
+    fn apt_content_parses_with_defaults_and_positioned_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "m.toml",
+            &format!(
+                "{MIN}[[content]]\ntype = \"apt\"\nmirror = \"http://deb.debian.org/debian/\"\nsuites = [\"bookworm\", \"bookworm-updates\"]\nkeyring = \"keys/debian.gpg\"\npackages = [\"hello\"]\n"
+            ),
+        );
+        let m = Manifest::load(&p).unwrap();
+        let a = m.apt_sources();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].mirror, "http://deb.debian.org/debian");
+        assert_eq!(a[0].components, ["main"]);
+        assert_eq!(a[0].baseline, AptBaseline::None);
+        assert_eq!(a[0].keyring.path, d.path().join("keys/debian.gpg"));
+        assert_eq!(a[0].at, format!("{}:6:8", p.display()));
+
+        let bad = |body: &str| {
+            let p = write(d.path(), "b.toml", &format!("{MIN}[[content]]\n{body}"));
+            Manifest::load(&p).unwrap_err().to_string()
+        };
+        let k = "keyring = \"k.gpg\"\nsuites = [\"bookworm\"]\n";
+        let e = bad(&format!(
+            "type = \"apt\"\nmirror = \"https://x/debian\"\n{k}"
+        ));
+        assert!(
+            e.contains(":7:10: mirror 'https://x/debian' must be an http://"),
+            "{e}"
+        );
+        let e = bad(&format!("type = \"apt\"\n{k}"));
+        assert!(
+            e.contains(":6:8: content of type 'apt' needs 'mirror'"),
+            "{e}"
+        );
+        let e = bad("type = \"apt\"\nmirror = \"http://x\"\nsuites = [\"bookworm\"]\n");
+        assert!(
+            e.contains("needs 'keyring'") && e.contains("debian-archive-keyring"),
+            "{e}"
+        );
+        let e = bad(&format!(
+            "type = \"apt\"\nmirror = \"http://x\"\n{k}packages = [\"Bad_Name\"]\n"
+        ));
+        assert!(e.contains("invalid package name 'Bad_Name'"), "{e}");
+        let e = bad(&format!(
+            "type = \"apt\"\nmirror = \"http://x\"\n{k}path = \"x\"\n"
+        ));
+        assert!(
+            e.contains("key 'path' does not apply to content of type 'apt'"),
+            "{e}"
+        );
+        let e = bad("type = \"dir\"\npath = \"x\"\npackages = [\"a\"]\n");
+        assert!(
+            e.contains("key 'packages' does not apply to content of type 'dir'"),
+            "{e}"
+        );
+        let e = bad(&format!(
+            "type = \"apt\"\nmirror = \"http://x\"\n{k}baseline = \"all\"\n"
+        ));
+        assert!(e.contains("unknown variant 'all'"), "{e}");
+        let e = bad(&format!(
+            "type = \"apt\"\nmirror = \"http://x\"\n{k}suite = \"x\"\n"
+        ));
+        assert!(e.contains("unknown field 'suite'"), "{e}");
     }
 
     #[test]

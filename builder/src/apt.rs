@@ -1,0 +1,508 @@
+//! `[[content]] type = "apt"`: packages from a signed Debian archive,
+//! through `cairn-apt` (InRelease signature, index hashes, resolver,
+//! verified .deb cache), pinned by the lock file of [`crate::lock`].
+//!
+//! All apt entries of a manifest resolve together as one package set. The
+//! .debs are returned sorted by package name so that extraction, and so the
+//! image, is reproducible.
+
+use std::collections::BTreeMap;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use cairn_apt::{
+    resolve, Archive, Baseline, Cache, CacheError, HttpTransport, Keyring, ResolveOptions,
+    RetryPolicy, UniverseBuilder,
+};
+
+use crate::image::{BuildError, Progress};
+use crate::lock::{inputs_hash, lock_path, Lock, LockedPackage, LockedRelease, LOCK_VERSION};
+use crate::manifest::{AptBaseline, AptSource, Manifest};
+
+/// Settings for apt content that are not part of the manifest.
+#[derive(Debug, Clone)]
+pub struct AptOptions {
+    /// Cairn's cache folder; .debs and indexes go to `<cache_dir>/apt`.
+    pub cache_dir: PathBuf,
+    /// Retries for transient network errors.
+    pub retry: RetryPolicy,
+}
+
+impl Default for AptOptions {
+    fn default() -> Self {
+        AptOptions::from_env()
+    }
+}
+
+impl AptOptions {
+    /// `$CAIRN_CACHE_DIR`, else [`default_cache_dir`].
+    pub fn from_env() -> AptOptions {
+        let cache_dir = std::env::var_os("CAIRN_CACHE_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(default_cache_dir);
+        AptOptions {
+            cache_dir,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    pub fn with_cache_dir(cache_dir: impl Into<PathBuf>) -> AptOptions {
+        AptOptions {
+            cache_dir: cache_dir.into(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    fn cache(&self) -> Result<Cache, BuildError> {
+        Cache::open(self.cache_dir.join("apt")).map_err(|e| BuildError::Apt(e.to_string()))
+    }
+}
+
+/// `$XDG_CACHE_HOME/cairn`, else `$HOME/.cache/cairn`, else `.cache/cairn`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("cairn");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache").join("cairn");
+    }
+    PathBuf::from(".cache").join("cairn")
+}
+
+/// The verified .debs of a manifest's apt content.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Verified files in the cache, sorted by package name.
+    pub debs: Vec<(LockedPackage, PathBuf)>,
+    pub lock_path: PathBuf,
+    /// The lock file was (re)written by this run.
+    pub lock_written: bool,
+    /// How many .debs were downloaded now (the rest came from the cache).
+    pub downloaded: usize,
+    /// `name (preinst, postinst)` for packages whose maintainer scripts
+    /// were not run.
+    pub maintainer_scripts: Vec<String>,
+}
+
+/// What [`lock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockAction {
+    Created,
+    UpToDate,
+    Updated,
+}
+
+fn with_manifest(m: &Manifest, message: impl std::fmt::Display) -> BuildError {
+    BuildError::Apt(format!("{}: {message}", m.file.display()))
+}
+
+fn stale(m: &Manifest, path: &Path) -> BuildError {
+    BuildError::Apt(format!(
+        "{}: out of date: the apt content of {} (packages, suites, components or baseline) changed since it was written; run `cairn lock --update {}`",
+        path.display(),
+        m.file.display(),
+        m.file.display()
+    ))
+}
+
+/// Gets the .debs for `m`'s apt content: the locked ones if the lock file
+/// is present and current, else resolves, downloads and writes the lock.
+/// `Ok(None)` when the manifest has no apt content.
+pub fn prepare(
+    m: &Manifest,
+    opts: &AptOptions,
+    progress: &dyn Progress,
+) -> Result<Option<Prepared>, BuildError> {
+    let sources = m.apt_sources();
+    if sources.is_empty() {
+        return Ok(None);
+    }
+    let path = lock_path(&m.file);
+    let existing = Lock::read(&path)?;
+    match existing {
+        Some(lock) if lock.inputs == inputs_hash(&sources) => {
+            fetch_locked(m, &sources, &lock, &path, opts, progress).map(Some)
+        }
+        Some(_) => Err(stale(m, &path)),
+        None => {
+            let (lock, mut p) = resolve_and_download(m, &sources, opts, progress)?;
+            lock.write(&path)?;
+            p.lock_written = true;
+            Ok(Some(p))
+        }
+    }
+}
+
+/// `cairn lock`: without `update`, creates a missing lock file or checks an
+/// existing one (a stale one is an error); with `update`, resolves again
+/// and rewrites it. Downloads and verifies every .deb either way.
+pub fn lock(
+    m: &Manifest,
+    opts: &AptOptions,
+    update: bool,
+    progress: &dyn Progress,
+) -> Result<(LockAction, Prepared), BuildError> {
+    let sources = m.apt_sources();
+    if sources.is_empty() {
+        return Err(with_manifest(
+            m,
+            "has no [[content]] of type \"apt\"; there is nothing to lock",
+        ));
+    }
+    let path = lock_path(&m.file);
+    let existing = Lock::read(&path)?;
+    if !update {
+        if let Some(lock) = &existing {
+            if lock.inputs != inputs_hash(&sources) {
+                return Err(stale(m, &path));
+            }
+            let p = fetch_locked(m, &sources, lock, &path, opts, progress)?;
+            return Ok((LockAction::UpToDate, p));
+        }
+    }
+    let (lock, mut p) = resolve_and_download(m, &sources, opts, progress)?;
+    let action = match &existing {
+        None => LockAction::Created,
+        Some(old) if *old == lock => LockAction::UpToDate,
+        Some(_) => LockAction::Updated,
+    };
+    if action != LockAction::UpToDate {
+        lock.write(&path)?;
+        p.lock_written = true;
+    }
+    Ok((action, p))
+}
+
+fn baseline(b: AptBaseline) -> Baseline {
+    match b {
+        AptBaseline::None => Baseline::None,
+        AptBaseline::Essential => Baseline::Essential,
+        AptBaseline::Required => Baseline::Required,
+    }
+}
+
+fn resolve_and_download(
+    m: &Manifest,
+    sources: &[&AptSource],
+    opts: &AptOptions,
+    progress: &dyn Progress,
+) -> Result<(Lock, Prepared), BuildError> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in sources {
+        for p in &s.packages {
+            if !names.contains(&p.as_str()) {
+                names.push(p);
+            }
+        }
+    }
+    let base = sources
+        .iter()
+        .map(|s| s.baseline)
+        .max_by_key(|b| match b {
+            AptBaseline::None => 0,
+            AptBaseline::Essential => 1,
+            AptBaseline::Required => 2,
+        })
+        .unwrap_or_default();
+    if names.is_empty() && base == AptBaseline::None {
+        return Err(with_manifest(
+            m,
+            "the apt content names no packages and no baseline; add 'packages' (or set baseline = \"essential\" or \"required\")",
+        ));
+    }
+    progress.stage("apt: indexes");
+    let cache = opts.cache()?;
+    // One archive client per keyring (entries may trust different keys).
+    let mut archives: BTreeMap<PathBuf, Archive> = BTreeMap::new();
+    for s in sources {
+        if !archives.contains_key(&s.keyring.path) {
+            let keyring = Keyring::load(&s.keyring.path).map_err(|e| BuildError::Source {
+                at: s.at.clone(),
+                path: s.keyring.written.clone(),
+                message: format!("cannot load the keyring: {e}; for Debian use /usr/share/keyrings/debian-archive-keyring.gpg from the debian-archive-keyring package"),
+            })?;
+            let a = Archive::new(Box::new(HttpTransport::default()), cache.clone(), keyring)
+                .with_retry(opts.retry);
+            archives.insert(s.keyring.path.clone(), a);
+        }
+    }
+    let apt_err = |e: cairn_apt::Error| with_manifest(m, e);
+    let mut b = UniverseBuilder::new("amd64");
+    let mut releases = Vec::new();
+    for s in sources {
+        let Some(archive) = archives.get(&s.keyring.path) else {
+            continue;
+        };
+        for suite in &s.suites {
+            let rel = archive.release(&s.mirror, suite).map_err(apt_err)?;
+            if let Some(why) = &rel.from_cache {
+                progress.warn(&format!("{}: using the cached InRelease: {why}", rel.url));
+            }
+            for comp in &s.components {
+                let (origin, text) = archive.index(&rel, comp).map_err(apt_err)?;
+                b.add_index(&text, origin)
+                    .map_err(|e| apt_err(cairn_apt::Error::Index(e)))?;
+            }
+            releases.push(LockedRelease {
+                url: rel.url.clone(),
+                sha256: cairn_apt::hex_encode(&rel.inrelease_sha256),
+                date: rel
+                    .release
+                    .date
+                    .map(cairn_apt::release::format_date)
+                    .unwrap_or_default(),
+                signed_by: rel.signed_by.clone(),
+            });
+        }
+    }
+    let u = b.build();
+    progress.done(&format!("{} packages known", u.len()));
+
+    progress.stage("apt: resolve");
+    let plan = resolve(
+        &u,
+        &names,
+        &ResolveOptions {
+            baseline: baseline(base),
+            ..ResolveOptions::default()
+        },
+    )
+    .map_err(|e| apt_err(e.into()))?;
+    let mut pkgs = plan.packages(&u);
+    pkgs.sort_by(|a, b| a.name.cmp(&b.name));
+    progress.done(&format!("{} packages", pkgs.len()));
+
+    progress.stage("apt: .debs");
+    let any = archives
+        .values()
+        .next()
+        .ok_or_else(|| with_manifest(m, "no apt source"))?;
+    let debs = any.download(&u, &pkgs).map_err(apt_err)?;
+    let mut out = Vec::new();
+    let mut downloaded = 0;
+    for (p, d) in pkgs.iter().zip(debs) {
+        if d.origin != cairn_apt::cache::Origin::Cache {
+            downloaded += 1;
+        }
+        out.push((
+            LockedPackage {
+                name: d.name,
+                version: d.version,
+                architecture: d.architecture,
+                url: d.url,
+                size: d.size,
+                sha256: cairn_apt::hex_encode(&d.sha256),
+                suite: u.origin(p).suite.clone(),
+            },
+            d.path,
+        ));
+    }
+    progress.done(&format!("{} .debs ({downloaded} downloaded)", out.len()));
+    let lock = Lock {
+        version: LOCK_VERSION,
+        inputs: inputs_hash(sources),
+        mirrors: sources.iter().map(|s| s.mirror.clone()).collect(),
+        releases,
+        packages: out.iter().map(|(p, _)| p.clone()).collect(),
+    };
+    let maintainer_scripts = scripts_of(&out);
+    Ok((
+        lock,
+        Prepared {
+            debs: out,
+            lock_path: lock_path(&m.file),
+            lock_written: false,
+            downloaded,
+            maintainer_scripts,
+        },
+    ))
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The locked URL, moved to the entry's current mirror.
+fn locked_url(lock: &Lock, sources: &[&AptSource], url: &str) -> String {
+    for (old, s) in lock.mirrors.iter().zip(sources) {
+        if let Some(rest) = url.strip_prefix(old.as_str()) {
+            if rest.starts_with('/') {
+                return format!("{}{rest}", s.mirror);
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Gets exactly the locked .debs, from the cache when there (no network
+/// at all then), else from the mirror, each checked against the lock.
+fn fetch_locked(
+    m: &Manifest,
+    sources: &[&AptSource],
+    lock: &Lock,
+    path: &Path,
+    opts: &AptOptions,
+    progress: &dyn Progress,
+) -> Result<Prepared, BuildError> {
+    progress.stage("apt: locked .debs");
+    if lock.mirrors.len() != sources.len() {
+        return Err(stale(m, path));
+    }
+    let cache = opts.cache()?;
+    let transport = HttpTransport::default();
+    let listed_in = format!("the lock file {}", path.display());
+    let mut pkgs: Vec<&LockedPackage> = lock.packages.iter().collect();
+    pkgs.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::new();
+    let mut downloaded = 0;
+    for p in pkgs {
+        let what = format!("{}: package {} {}", path.display(), p.name, p.version);
+        let sha = parse_sha256(&p.sha256).ok_or_else(|| {
+            BuildError::Apt(format!(
+                "{what}: sha256 '{}' is not 64 hex digits; run `cairn lock --update {}`",
+                p.sha256,
+                m.file.display()
+            ))
+        })?;
+        let was_cached = cache.path_for(&sha).exists();
+        let cached = cache
+            .get(p.size, &sha)
+            .map_err(|e| BuildError::Apt(format!("{what}: {e}")))?;
+        let file = match cached {
+            Some(f) => f,
+            None => {
+                let note = if was_cached {
+                    format!(
+                        "; the cached copy {} did not match the locked SHA-256 {} and was removed",
+                        cache.path_for(&sha).display(),
+                        p.sha256
+                    )
+                } else {
+                    String::new()
+                };
+                let url = locked_url(lock, sources, &p.url);
+                match cache.fetch(
+                    &transport,
+                    std::slice::from_ref(&url),
+                    p.size,
+                    &sha,
+                    &opts.retry,
+                    &listed_in,
+                ) {
+                    Ok((f, _)) => {
+                        downloaded += 1;
+                        f
+                    }
+                    Err(CacheError::Fetch(e)) if e.is_transient() => {
+                        return Err(BuildError::Apt(format!(
+                            "{what}: the mirror is unreachable ({e}) and the .deb is not in the cache {}{note}; retry when the mirror is back, or point 'mirror' at another one",
+                            cache.root().display()
+                        )))
+                    }
+                    Err(e) => return Err(BuildError::Apt(format!("{what}: {e}{note}"))),
+                }
+            }
+        };
+        out.push((p.clone(), file));
+    }
+    progress.done(&format!("{} .debs ({downloaded} downloaded)", out.len()));
+    let maintainer_scripts = scripts_of(&out);
+    Ok(Prepared {
+        debs: out,
+        lock_path: path.to_path_buf(),
+        lock_written: false,
+        downloaded,
+        maintainer_scripts,
+    })
+}
+
+fn scripts_of(debs: &[(LockedPackage, PathBuf)]) -> Vec<String> {
+    debs.iter()
+        .filter_map(|(p, f)| {
+            let s = maintainer_scripts(f);
+            (!s.is_empty()).then(|| format!("{} ({})", p.name, s.join(", ")))
+        })
+        .collect()
+}
+
+/// The maintainer scripts (`preinst`, `postinst`, `prerm`, `postrm`) in a
+/// .deb's control archive; empty if there are none or it cannot be read
+/// (extraction reports a broken package).
+pub fn maintainer_scripts(deb: &Path) -> Vec<String> {
+    let Ok(f) = std::fs::File::open(deb) else {
+        return Vec::new();
+    };
+    let mut ar = ar::Archive::new(BufReader::new(f));
+    while let Some(Ok(entry)) = ar.next_entry() {
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        if !name.starts_with("control.tar") {
+            continue;
+        }
+        let Ok(r) = crate::content::decompress(BufReader::new(entry)) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        let mut t = tar::Archive::new(r);
+        let Ok(entries) = t.entries() else {
+            return Vec::new();
+        };
+        for e in entries.flatten() {
+            let Ok(p) = e.path() else { continue };
+            let n = p.to_string_lossy().trim_start_matches("./").to_string();
+            if ["preinst", "postinst", "prerm", "postrm"].contains(&n.as_str()) {
+                found.push(n);
+            }
+        }
+        found.sort();
+        return found;
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_hex_and_mirror_mapping() {
+        let h = "00".repeat(31) + "ff";
+        assert_eq!(parse_sha256(&h).unwrap()[31], 0xff);
+        assert!(parse_sha256("zz").is_none());
+        let src = AptSource {
+            mirror: "http://127.0.0.1:9/debian".into(),
+            suites: vec!["bookworm".into()],
+            components: vec!["main".into()],
+            keyring: crate::manifest::SourcePath {
+                path: "k.gpg".into(),
+                written: "k.gpg".into(),
+                at: "m.toml:1:1".into(),
+            },
+            packages: vec!["hello".into()],
+            baseline: AptBaseline::None,
+            at: "m.toml:1:1".into(),
+        };
+        let lock = Lock {
+            version: LOCK_VERSION,
+            inputs: String::new(),
+            mirrors: vec!["http://deb.debian.org/debian".into()],
+            releases: vec![],
+            packages: vec![],
+        };
+        assert_eq!(
+            locked_url(
+                &lock,
+                &[&src],
+                "http://deb.debian.org/debian/pool/main/h/hello/hello.deb"
+            ),
+            "http://127.0.0.1:9/debian/pool/main/h/hello/hello.deb"
+        );
+    }
+}
