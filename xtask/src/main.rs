@@ -8,6 +8,9 @@
 //!   benchmarks into `.cache/debs`.
 //! - `bench`: build a large real Debian tree with Cairn and with
 //!   systemd-repart and compare wall time and peak RSS.
+//! - `bench-update`: update payloads between two real Debian trees
+//!   (bookworm, and bookworm with its updates) against xdelta3 and zstd,
+//!   and the engine's apply against a raw write.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_update;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
@@ -48,6 +52,8 @@ enum Task {
     },
     /// Compare Cairn with systemd-repart on a large real Debian tree.
     Bench(bench::Args),
+    /// Update payload size, generation and apply vs xdelta3 and zstd on real Debian trees.
+    BenchUpdate(bench_update::Args),
 }
 
 /// Packages the default image is built from.
@@ -394,6 +400,7 @@ fn main() -> Result<()> {
             }
         }
         Task::Bench(args) => bench::run_bench(&args)?,
+        Task::BenchUpdate(args) => bench_update::run_bench_update(&args)?,
     }
     Ok(())
 }
