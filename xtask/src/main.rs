@@ -301,27 +301,28 @@ pub fn ensure_dev_key() -> Result<PathBuf> {
     if public.is_file() && dir.join("dev.key").is_file() {
         return Ok(public);
     }
-    run(cargo()
-        .args([
-            "run",
-            "--release",
-            "-q",
-            "-p",
-            "cairn-builder",
-            "--bin",
-            "cairn",
-            "--",
-            "keygen",
-            "--name",
-            "dev",
-            "--dir",
-        ])
-        .arg(&dir))?;
+    run(cairn().args(["keygen", "--name", "dev", "--dir"]).arg(&dir))?;
     Ok(public)
 }
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `cargo run --release` of the `cairn` CLI; append its arguments.
+fn cairn() -> Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "cairn-builder",
+        "--bin",
+        "cairn",
+        "--",
+    ]);
+    c
 }
 
 fn main() -> Result<()> {
@@ -333,18 +334,8 @@ fn main() -> Result<()> {
             fetch_debs(IMAGE_DEBS)?;
             let bins = build_boot_binaries()?;
             ensure_dev_key()?;
-            run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-q",
-                    "-p",
-                    "cairn-builder",
-                    "--bin",
-                    "cairn",
-                    "--",
-                    "build",
-                ])
+            run(cairn()
+                .arg("build")
                 .arg(&manifest)
                 .arg("--out")
                 .arg(&out)
