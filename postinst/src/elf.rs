@@ -84,7 +84,9 @@ impl<'a> Elf<'a> {
         }
         let (class, data) = (
             *bytes.get(4).ok_or(ElfError::Truncated("no ELF class"))?,
-            *bytes.get(5).ok_or(ElfError::Truncated("no data encoding"))?,
+            *bytes
+                .get(5)
+                .ok_or(ElfError::Truncated("no data encoding"))?,
         );
         if class != 2 || data != 1 {
             return Err(ElfError::Unsupported { class, data });
@@ -113,7 +115,9 @@ impl<'a> Elf<'a> {
             .and_then(|n| n.checked_add(shoff))
             .ok_or(ElfError::Malformed("section header table overflows"))?;
         if table_end > bytes.len() {
-            return Err(ElfError::Truncated("the section header table lies past the end"));
+            return Err(ElfError::Truncated(
+                "the section header table lies past the end",
+            ));
         }
         let mut raw = Vec::with_capacity(shnum);
         for i in 0..shnum {
@@ -247,7 +251,7 @@ mod tests {
         let mi_at = f.len();
         f.extend_from_slice(modinfo);
         let shoff = f.len();
-        let mut sh = |name: u32, kind: u32, off: usize, size: usize| {
+        let sh = |name: u32, kind: u32, off: usize, size: usize| {
             let mut h = [0u8; 64];
             h[..4].copy_from_slice(&name.to_le_bytes());
             h[4..8].copy_from_slice(&kind.to_le_bytes());

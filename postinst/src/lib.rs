@@ -11,6 +11,13 @@
 //! Everything is a pure function of its input (no clock, no host files), so
 //! images stay reproducible. [`elf`] is the bounded ELF64 reader they share.
 
+pub mod alternatives;
 pub mod depmod;
+pub mod dpkg;
 pub mod elf;
 pub mod ldconfig;
+pub mod pam;
+pub mod script;
+pub mod systemd;
+pub mod ucf;
+pub mod users;

@@ -59,7 +59,15 @@ enum Task {
 /// Packages the default image is built from.
 pub const IMAGE_DEBS: &[&str] = &["busybox-static", "linux-image-amd64"];
 /// Packages unpacked into the "real distribution tree" tests.
-pub const TEST_DEBS: &[&str] = &["libc6", "coreutils", "busybox-static", "perl-base"];
+/// (The cloud kernel is the depmod oracle test's input; the generic one is
+/// in IMAGE_DEBS.)
+pub const TEST_DEBS: &[&str] = &[
+    "libc6",
+    "coreutils",
+    "busybox-static",
+    "perl-base",
+    "linux-image-cloud-amd64",
+];
 
 /// Debian packages (apt names) providing the tools tests use as oracles,
 /// with one binary each that proves the package is there.
@@ -83,6 +91,8 @@ const APT_PREREQS: &[(&str, &str)] = &[
     ),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
+    // Oracles for cairn-postinst: the real depmod and modprobe.
+    ("kmod", "depmod"),
 ];
 
 pub fn workspace_root() -> PathBuf {
