@@ -178,6 +178,9 @@ fn is_usrmerge_link(dest: &Path, link_target: &[u8]) -> bool {
 pub struct Assembler {
     pub tree: Tree,
     spill: Spill,
+    /// When set, every archive member name added is appended here, as the
+    /// archive spells it (the dpkg database records them).
+    pub member_log: Option<Vec<String>>,
 }
 
 impl Assembler {
@@ -185,6 +188,7 @@ impl Assembler {
         Assembler {
             tree: Tree::default(),
             spill,
+            member_log: None,
         }
     }
 
@@ -341,6 +345,9 @@ impl Assembler {
             let mut e = entry.map_err(io_err(path))?;
             let member_path = e.path().map_err(io_err(path))?.into_owned();
             let member = member_path.display().to_string();
+            if let Some(log) = &mut self.member_log {
+                log.push(member.clone());
+            }
             let merr = |message: String| ContentError::Member {
                 source_file: src(),
                 member: member.clone(),

@@ -355,6 +355,28 @@ fn file_node(data: Vec<u8>, mode: u16) -> Node {
     Node::new(Kind::File(FileData::inline(data)), Meta::root(mode))
 }
 
+/// Unpacks a .deb and keeps what the replacements of its maintainer
+/// scripts need: the control archive, the member list, conffile hashes.
+fn add_package(a: &mut Assembler, deb: &Path) -> Result<crate::postinst::DebInfo, BuildError> {
+    let mut info = crate::postinst::read_control(deb)?;
+    a.member_log = Some(Vec::new());
+    let added = a.add_deb(deb);
+    info.members = a.member_log.take().unwrap_or_default();
+    added?;
+    crate::postinst::hash_files(&a.tree, &mut info)?;
+    Ok(info)
+}
+
+/// What [`assemble`] gathers.
+struct Assembled {
+    tree: Tree,
+    kernel: Option<KernelInput>,
+    warnings: Vec<String>,
+    /// The Debian packages unpacked (apt and deb content), for the
+    /// replacements of their maintainer scripts.
+    debs: Vec<crate::postinst::DebInfo>,
+}
+
 /// Gathers all content into one root tree and returns it with the kernel
 /// (if any); the kernel is not part of the tree, it goes to the slot's boot
 /// area.
@@ -364,8 +386,9 @@ fn assemble(
     spill: Spill,
     apt: Option<&crate::apt::Prepared>,
     progress: &dyn Progress,
-) -> Result<(Tree, Option<KernelInput>, Vec<String>), BuildError> {
+) -> Result<Assembled, BuildError> {
     let mut warnings = Vec::new();
+    let mut debs = Vec::new();
     let mut a = Assembler::new(spill);
     let mut apt_pending = apt;
     for c in &m.content {
@@ -374,7 +397,7 @@ fn assemble(
             // the first one is, sorted by package name.
             Content::Apt(_) => {
                 for (_, deb) in apt_pending.take().map_or(&[][..], |p| &p.debs[..]) {
-                    a.add_deb(deb)?;
+                    debs.push(add_package(&mut a, deb)?);
                 }
             }
             Content::Dir {
@@ -392,7 +415,7 @@ fn assemble(
             Content::Deb { paths } => {
                 for p in paths {
                     for f in expand_glob(p)? {
-                        a.add_deb(&f)?;
+                        debs.push(add_package(&mut a, &f)?);
                     }
                 }
             }
@@ -449,6 +472,22 @@ fn assemble(
                         })?;
                     (data, Some(release), deb.display().to_string())
                 }
+                KernelSource::Package(pkg) => {
+                    let count = tree_kernels(&a.tree);
+                    let not_one = |why: String| BuildError::Source {
+                        at: "[kernel]".into(),
+                        path: pkg.clone(),
+                        message: why,
+                    };
+                    if count != 1 {
+                        return Err(not_one(format!(
+                            "the apt content installs {count} kernels (/boot/vmlinuz-*); [kernel] package must pull in exactly one: name a linux-image package such as linux-image-cloud-amd64"
+                        )));
+                    }
+                    let (data, release) = take_deb_kernel(&mut a.tree)
+                        .ok_or_else(|| not_one("no /boot/vmlinuz-* after all".into()))?;
+                    (data, Some(release), format!("{pkg} (apt content)"))
+                }
             };
             Some(KernelInput {
                 data,
@@ -475,7 +514,12 @@ fn assemble(
         install_update_engine(&mut a.tree, m, u, opts)?;
     }
     apply_overrides(&mut a.tree, &m.overrides)?;
-    Ok((a.tree, kernel, warnings))
+    Ok(Assembled {
+        tree: a.tree,
+        kernel,
+        warnings,
+        debs,
+    })
 }
 
 /// Installs the update engine: the binary, its defaults from `[update]`
@@ -550,6 +594,15 @@ fn install_update_engine(
 
 /// Removes /boot from the tree (a Debian kernel package puts vmlinuz,
 /// System.map and config there) and returns the kernel and its release.
+/// How many `/boot/vmlinuz-*` files the tree holds.
+fn tree_kernels(tree: &Tree) -> usize {
+    tree.lookup(Path::new("/boot"))
+        .and_then(|b| tree.entries(b))
+        .map_or(0, |e| {
+            e.iter().filter(|(n, _)| n.starts_with(b"vmlinuz-")).count()
+        })
+}
+
 fn take_deb_kernel(tree: &mut Tree) -> Option<(FileData, String)> {
     let boot = tree.lookup(Path::new("/boot"))?;
     let (name, id) = tree
@@ -845,19 +898,27 @@ pub fn build_with_apt(
     progress.stage("content");
     let t = Instant::now();
     let spill = Spill::new(&opts.out_dir)?;
-    let (tree, kernel, mut warnings) = assemble(m, opts, spill, apt.as_ref(), progress)?;
+    let Assembled {
+        mut tree,
+        kernel,
+        mut warnings,
+        debs,
+    } = assemble(m, opts, spill, apt.as_ref(), progress)?;
+    let mut postinst = crate::postinst::PostinstReport::default();
     if let Some(p) = &apt {
         if p.lock_written {
             tracing::info!("wrote the apt lock file {}", p.lock_path.display());
         }
-        if !p.maintainer_scripts.is_empty() {
-            let w = format!(
-                "apt: maintainer scripts were not run (Cairn runs none): {}",
-                p.maintainer_scripts.join("; ")
-            );
-            progress.warn(&w);
-            warnings.push(w);
-        }
+        postinst.scripts_skipped = p.maintainer_scripts.clone();
+    }
+    crate::postinst::apply(&mut tree, &debs, epoch, &m.systemd, &mut postinst)?;
+    if !postinst.scripts_skipped.is_empty() {
+        let w = format!(
+            "apt: the maintainer scripts of {} packages were not run (Cairn runs none; the report's postinst section lists them and what was done instead)",
+            postinst.scripts_skipped.len()
+        );
+        progress.warn(&w);
+        warnings.push(w);
     }
     let Split { usr, oem, root } = split(tree)?;
     let files = usr.walk().len() as u64;
@@ -1135,6 +1196,7 @@ pub fn build_with_apt(
             boot_area_size: usr_layout.boot_area_size,
         },
         kernel: boot.map(|b| b.report),
+        postinst,
         warnings,
     };
 

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
+pub mod postinst;
 pub mod publish;
 pub mod qemu;
 pub mod report;

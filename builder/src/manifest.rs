@@ -171,6 +171,16 @@ struct RawManifest {
     partitions: Option<RawPartitions>,
     output: Option<RawOutput>,
     update: Option<toml::Spanned<toml::Table>>,
+    systemd: Option<RawSystemd>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSystemd {
+    #[serde(default)]
+    enable: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    mask: Vec<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +288,7 @@ struct RawOverride {
 struct RawKernel {
     deb: Option<toml::Spanned<String>>,
     file: Option<toml::Spanned<String>>,
+    package: Option<toml::Spanned<String>>,
     cmdline: Option<String>,
     modules: Option<Vec<String>>,
     verity_on_corruption: Option<VerityMode>,
@@ -378,6 +389,10 @@ pub enum KernelSource {
     Deb(SourcePath),
     /// A bare kernel image file.
     File(SourcePath),
+    /// A package of the apt content (e.g. `linux-image-cloud-amd64`),
+    /// resolved and locked with the other packages; the kernel is the one
+    /// `/boot/vmlinuz-*` the content installs.
+    Package(String),
 }
 
 /// The `[kernel]` table.
@@ -431,6 +446,18 @@ pub struct Manifest {
     pub formats: Vec<OutputFormat>,
     /// `[update]`: the update engine and its configuration.
     pub update: Option<Update>,
+    /// `[systemd]`: units to enable and mask, besides those the packages'
+    /// scripts would have enabled.
+    pub systemd: SystemdUnits,
+}
+
+/// The `[systemd]` table (lists merged along the `extends` chain).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemdUnits {
+    /// Enabled like `systemctl enable` (their `[Install]` links in /etc).
+    pub enable: Vec<String>,
+    /// Masked like `systemctl mask` (a link to /dev/null in /etc).
+    pub mask: Vec<String>,
 }
 
 /// The `[update]` table: the image gets the update engine
@@ -585,6 +612,7 @@ impl Manifest {
         let mut parts = Partitions::default();
         let mut formats = vec![OutputFormat::Raw];
         let mut update: Option<Update> = None;
+        let mut systemd = SystemdUnits::default();
         let mut files = Vec::new();
 
         for (ctx, raw) in &chain {
@@ -642,15 +670,24 @@ impl Manifest {
                 });
             }
             if let Some(k) = &raw.kernel {
-                let source = match (&k.deb, &k.file) {
-                    (Some(d), None) => Some(KernelSource::Deb(ctx.path(d))),
-                    (None, Some(f)) => Some(KernelSource::File(ctx.path(f))),
-                    (Some(_), Some(f)) => {
-                        return Err(
-                            ctx.err_at(f.span(), "[kernel] takes either 'deb' or 'file', not both")
-                        )
+                let source = match (&k.deb, &k.file, &k.package) {
+                    (Some(d), None, None) => Some(KernelSource::Deb(ctx.path(d))),
+                    (None, Some(f), None) => Some(KernelSource::File(ctx.path(f))),
+                    (None, None, Some(p)) => {
+                        if p.get_ref().is_empty() {
+                            return Err(ctx.err_at(p.span(), "[kernel] package is empty"));
+                        }
+                        Some(KernelSource::Package(p.get_ref().clone()))
                     }
-                    (None, None) => None,
+                    (None, None, None) => None,
+                    (_, _, Some(p)) => {
+                        return Err(ctx
+                            .err_at(p.span(), "[kernel] takes one of 'deb', 'file' or 'package'"))
+                    }
+                    (Some(_), Some(f), None) => {
+                        return Err(ctx
+                            .err_at(f.span(), "[kernel] takes one of 'deb', 'file' or 'package'"))
+                    }
                 };
                 let cmdline = k
                     .cmdline
@@ -688,7 +725,7 @@ impl Manifest {
                     (None, None) => {
                         return Err(ManifestError::Invalid {
                             file: ctx.shown.clone(),
-                            message: "[kernel] needs 'deb' or 'file'".into(),
+                            message: "[kernel] needs 'deb', 'file' or 'package'".into(),
                         })
                     }
                 }
@@ -707,6 +744,27 @@ impl Manifest {
             }
             if let Some(t) = &raw.update {
                 update = Some(update_table(ctx, t, update.take())?);
+            }
+            if let Some(sd) = &raw.systemd {
+                for (list, out) in [
+                    (&sd.enable, &mut systemd.enable),
+                    (&sd.mask, &mut systemd.mask),
+                ] {
+                    for u in list {
+                        if !cairn_postinst::systemd::is_unit_name(u.get_ref()) {
+                            return Err(ctx.err_at(
+                                u.span(),
+                                format!(
+                                    "[systemd] '{}' is not a unit name (e.g. 'systemd-networkd.service', 'getty@ttyS1.service')",
+                                    u.get_ref()
+                                ),
+                            ));
+                        }
+                        if !out.contains(u.get_ref()) {
+                            out.push(u.get_ref().clone());
+                        }
+                    }
+                }
             }
         }
 
@@ -736,6 +794,27 @@ impl Manifest {
             }
         }
         check_partitions(&shown, &parts)?;
+        if let Some(Kernel {
+            source: KernelSource::Package(pkg),
+            ..
+        }) = &kernel
+        {
+            // The kernel package is resolved and locked with the apt content.
+            let Some(apt) = content.iter_mut().find_map(|c| match c {
+                Content::Apt(a) => Some(a),
+                _ => None,
+            }) else {
+                return Err(ManifestError::Invalid {
+                    file: shown.clone(),
+                    message: format!(
+                        "[kernel] package = '{pkg}' needs a [[content]] of type \"apt\" to install it from; add one, or use [kernel] deb or file"
+                    ),
+                });
+            };
+            if !apt.packages.contains(pkg) {
+                apt.packages.push(pkg.clone());
+            }
+        }
         if let Some(u) = &mut update {
             check_update(&shown, u, &channel)?;
         }
@@ -756,6 +835,7 @@ impl Manifest {
             partitions: parts,
             formats,
             update,
+            systemd,
         })
     }
 }

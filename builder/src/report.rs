@@ -22,6 +22,9 @@ pub struct Report {
     pub partitions: Vec<PartitionReport>,
     pub usr: UsrReport,
     pub kernel: Option<KernelReport>,
+    /// What was done instead of the packages' maintainer scripts.
+    #[serde(default)]
+    pub postinst: crate::postinst::PostinstReport,
     pub warnings: Vec<String>,
 }
 

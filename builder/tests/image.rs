@@ -969,8 +969,32 @@ fn real_debs_match_dpkg_deb_extraction() {
         }
     }
     image.remove(Path::new(""));
+    // The packages' dpkg database (the replacement of dpkg's bookkeeping),
+    // read by dpkg itself.
+    let admindir = mnt.path().join("lib/sysimage/dpkg");
+    let out = std::process::Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admindir.display()))
+        .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "busybox-static ii \ncoreutils ii \nlibc6 ii \nperl-base ii \n",
+        "dpkg-query on the image's database: {out:?}"
+    );
+    let out = std::process::Command::new("dpkg-query")
+        .arg(format!("--admindir={}", admindir.display()))
+        .args(["-S", "/bin/ls"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "coreutils: /bin/ls\n");
     // Cairn's own additions.
-    for extra in ["lib/os-release", "share/factory", "lost+found"] {
+    for extra in [
+        "lib/os-release",
+        "lib/sysimage",
+        "share/factory",
+        "lost+found",
+    ] {
         image.retain(|k, _| !k.starts_with(extra) || expected.contains_key(k));
     }
     // dpkg's directory link counts are those of the unmerged tree.
