@@ -93,10 +93,12 @@ impl Vm {
         }
     }
 
-    /// The serial output so far (lossy UTF-8, carriage returns removed).
+    /// The serial output so far (lossy UTF-8, carriage returns and
+    /// terminal control sequences removed: bash's bracketed-paste markers
+    /// and systemd's colours would otherwise split lines the tests match).
     pub fn output(&self) -> String {
         std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+            .map(|b| strip_control(&String::from_utf8_lossy(&b)))
             .unwrap_or_default()
     }
 
@@ -225,9 +227,44 @@ impl Vm {
     }
 }
 
+/// Removes `\r` and ANSI CSI sequences (`ESC [ params final`) from `s`.
+pub fn strip_control(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                chars.next();
+                for n in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&n) {
+                        break;
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_control;
+
+    #[test]
+    fn control_sequences_are_removed() {
+        assert_eq!(
+            strip_control("\u{1b}[?2004l\rCAIRN-BEGIN 1\r\n\u{1b}[0;32m  OK  \u{1b}[0m\n"),
+            "CAIRN-BEGIN 1\n  OK  \n"
+        );
+        assert_eq!(strip_control("a\u{1b}"), "a\u{1b}");
     }
 }
