@@ -13,6 +13,7 @@
 //! | ucf-managed defaults | `ucf NEW /etc/...` (e.g. `sshd_config`) | the default file copied to its /etc path |
 //! | PAM stacks | `pam-auth-update --package` (libpam-runtime) | `/etc/pam.d/common-*`, its state in `/var/lib/pam` |
 //! | alternatives | `update-alternatives --install` | direct links `LINK -> PATH` in /usr (e.g. `/usr/bin/awk -> /usr/bin/mawk`); the state files in the dpkg database |
+//! | CA trust store | ca-certificates' postinst and `update-ca-certificates` | `/etc/ca-certificates.conf`, `/etc/ssl/certs/*.pem` links; the bundle at `/usr/lib/cairn/ca-certificates.crt`, with `/etc/ssl/certs/ca-certificates.crt` a symlink to it |
 //! | dpkg database | what `dpkg --install` records | `/usr/lib/sysimage/dpkg` (`status`, `info/*.list`, ...), with `/var/lib/dpkg` a symlink to it |
 //!
 //! `/etc` here is the factory copy (`/usr/share/factory/etc`): the init
@@ -59,6 +60,8 @@ pub struct PostinstReport {
     pub alternatives: Vec<String>,
     /// Packages recorded in the dpkg database.
     pub dpkg_packages: usize,
+    /// Certificates in the CA bundle.
+    pub ca_certificates: usize,
     /// Things a script does that no step replaces, or could not be read
     /// (`openssh-server: adduser --system $X`).
     pub not_replaced: Vec<String>,
@@ -222,6 +225,7 @@ pub fn apply(
         config_files(tree, debs, report)?;
         pam(tree, report)?;
         alternatives(tree, debs, report)?;
+        ca_certificates(tree, report)?;
         dpkg_database(tree, debs, report)?;
     }
     units(tree, debs, systemd, report)?;
@@ -871,5 +875,65 @@ fn dpkg_database(
         symlink_node("../../usr/lib/sysimage/dpkg"),
     )?;
     report.dpkg_packages = pkgs.len();
+    Ok(())
+}
+
+/// Where the CA bundle lives; /etc/ssl/certs/ca-certificates.crt points
+/// here, so a new version's trust store (removed CAs included) takes effect
+/// with the update.
+pub const CA_BUNDLE: &str = "/usr/lib/cairn/ca-certificates.crt";
+
+/// ca-certificates' postinst: every certificate of the package enabled,
+/// the bundle and the per-certificate links of `update-ca-certificates`.
+fn ca_certificates(tree: &mut Tree, report: &mut PostinstReport) -> Result<(), BuildError> {
+    use cairn_postinst::cacerts::{default_conf, store, BUNDLE, CERTS_DIR};
+    let Some(dir) = tree.lookup(Path::new(CERTS_DIR)) else {
+        return Ok(());
+    };
+    if tree.lookup(Path::new(BUNDLE)).is_some() {
+        return Ok(()); // the content brings its own
+    }
+    let mut available = Vec::new();
+    for (rel, _) in files_below(tree, dir) {
+        available.push(rel.to_string_lossy().into_owned());
+    }
+    let conf = match read_text(tree, "/etc/ca-certificates.conf")? {
+        Some(c) => c,
+        None => {
+            let c = default_conf(&available);
+            tree.insert(
+                Path::new("/etc/ca-certificates.conf"),
+                file_node(c.clone().into_bytes(), 0o644),
+            )?;
+            c
+        }
+    };
+    let s = {
+        let read = |rel: &str| -> Option<Vec<u8>> {
+            let id = tree.lookup(&Path::new(CERTS_DIR).join(rel))?;
+            match &tree.node(id).kind {
+                Kind::File(d) => d.read_all().ok(),
+                _ => None,
+            }
+        };
+        store(&conf, &read)
+    };
+    for m in &s.missing {
+        report.not_replaced.push(format!(
+            "/etc/ca-certificates.conf names {m}, which is not in the image"
+        ));
+    }
+    for (name, target) in &s.links {
+        let at = format!("/etc/ssl/certs/{name}");
+        if tree.lookup(Path::new(&at)).is_none() {
+            tree.insert(Path::new(&at), symlink_node(target))?;
+        }
+    }
+    report.ca_certificates = s.links.len();
+    tree.insert(Path::new(CA_BUNDLE), file_node(s.bundle, 0o644))?;
+    tree.insert(
+        Path::new(BUNDLE),
+        symlink_node("../../../usr/lib/cairn/ca-certificates.crt"),
+    )?;
     Ok(())
 }

@@ -12,6 +12,7 @@
 //! images stay reproducible. [`elf`] is the bounded ELF64 reader they share.
 
 pub mod alternatives;
+pub mod cacerts;
 pub mod depmod;
 pub mod dpkg;
 pub mod elf;

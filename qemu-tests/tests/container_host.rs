@@ -80,7 +80,11 @@ fn container_host_boots_to_running_and_runs_a_container() {
     );
     let tar = busybox_rootfs(&dir);
     std::fs::create_dir_all(overlay.join("usr/share/cairn-test")).unwrap();
-    std::fs::copy(&tar, overlay.join("usr/share/cairn-test/busybox-rootfs.tar")).unwrap();
+    std::fs::copy(
+        &tar,
+        overlay.join("usr/share/cairn-test/busybox-rootfs.tar"),
+    )
+    .unwrap();
     let manifest = dir.join("test.toml");
     write(
         &manifest,
@@ -110,6 +114,7 @@ fn container_host_boots_to_running_and_runs_a_container() {
     assert!(p.units_enabled.iter().any(|u| u == "ssh.service"), "{p:?}");
     assert!(p.pam_profiles.iter().any(|u| u == "unix"), "{p:?}");
     assert_eq!(p.module_indexes.len(), 1, "{p:?}");
+    assert!(p.ca_certificates > 100, "{p:?}");
 
     let mut vm = Vm::start(&built.image, &dir, 1);
     vm.wait_for("(automatic login)", BOOT);
@@ -131,7 +136,10 @@ fn container_host_boots_to_running_and_runs_a_container() {
     let (out, _) = vm.run("ip -4 -o addr show scope global", CMD);
     assert!(out.contains("inet 10.0.2.15/24"), "no DHCP address:\n{out}");
     // sshd listens, with host keys made on this boot.
-    let (out, st) = vm.run("ss -Hltn 'sport = :22'; ls /etc/ssh/ssh_host_ed25519_key", CMD);
+    let (out, st) = vm.run(
+        "ss -Hltn 'sport = :22'; ls /etc/ssh/ssh_host_ed25519_key",
+        CMD,
+    );
     assert_eq!(st, 0, "{out}");
     assert!(out.contains(":22"), "sshd is not listening:\n{out}");
     // The machine has its own ID; the image carried none.
@@ -147,6 +155,18 @@ fn container_host_boots_to_running_and_runs_a_container() {
     assert!(out.starts_with("ii ii ii "), "{out}");
     assert!(out.contains("/usr/bin/mawk"), "{out}");
     assert!(out.contains("libs found in cache"), "{out}");
+    // The CA bundle TLS clients read (podman, curl), through its link.
+    let (out, st) = vm.run(
+        "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt; readlink /etc/ssl/certs/ISRG_Root_X1.pem",
+        CMD,
+    );
+    assert_eq!(st, 0, "{out}");
+    let n: usize = out.lines().next().unwrap_or("").trim().parse().unwrap_or(0);
+    assert!(n > 100, "{n} certificates in the bundle:\n{out}");
+    assert!(
+        out.contains("/usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt"),
+        "{out}"
+    );
     // A container from a locally imported image runs (rootful podman,
     // overlay storage on ROOT, no network).
     let (out, st) = vm.run(

@@ -91,8 +91,10 @@ const APT_PREREQS: &[(&str, &str)] = &[
     ),
     ("qemu-system-x86", "qemu-system-x86_64"),
     ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
-    // Oracles for cairn-postinst: the real depmod and modprobe.
+    // Oracles for cairn-postinst: the real depmod and modprobe, and the
+    // trust store ca-certificates' own scripts made.
     ("kmod", "depmod"),
+    ("ca-certificates", "/etc/ssl/certs/ca-certificates.crt"),
 ];
 
 pub fn workspace_root() -> PathBuf {
