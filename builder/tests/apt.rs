@@ -184,15 +184,22 @@ fn locked_offline_rebuild_is_byte_identical() {
         assert_eq!(a.version.to_string(), p.version, "{}", p.name);
         assert_eq!(cairn_apt::hex_encode(&a.sha256), p.sha256, "{}", p.name);
     }
-    // libc6 has maintainer scripts; the report says they were not run.
+    // libc6 has maintainer scripts; the report says they were not run, and
+    // what was done instead (its ld.so.conf: the cache; the dpkg database).
     assert!(
         b1.report
             .warnings
             .iter()
-            .any(|w| w.contains("maintainer scripts") && w.contains("libc6")),
+            .any(|w| w.contains("maintainer scripts")),
         "{:?}",
         b1.report.warnings
     );
+    let p = &b1.report.postinst;
+    assert!(
+        p.scripts_skipped.iter().any(|s| s.starts_with("libc6 (")),
+        "{p:?}"
+    );
+    assert_eq!(p.dpkg_packages, lock.packages.len(), "{p:?}");
 
     // Offline rebuild from the lock and the cache.
     let lock_text = std::fs::read_to_string(&lock_file).unwrap();
@@ -220,6 +227,51 @@ fn locked_offline_rebuild_is_byte_identical() {
     );
     assert!(!e.contains('\n'), "{e}");
     assert_empty_or_missing(&out3);
+}
+
+#[test]
+fn archive_signed_by_a_key_not_in_the_keyring_is_refused() {
+    if skip() {
+        return;
+    }
+    // A real keyring, but not one that signs bookworm: the archive's
+    // removed keys (from the same debian-archive-keyring package).
+    let other = Path::new("/usr/share/keyrings/debian-archive-removed-keys.gpg");
+    assert!(
+        other.is_file(),
+        "{} is missing: apt-get install debian-archive-keyring",
+        other.display()
+    );
+    let d = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(d.path(), &mirror(), &["hello"]);
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        &keyring().display().to_string(),
+        &other.display().to_string(),
+    );
+    std::fs::write(&manifest, text).unwrap();
+    let out = d.path().join("out");
+    let cache = tempfile::tempdir().unwrap();
+    let e = try_build(&manifest, &out, cache.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("InRelease")
+            && e.contains("not in keyring")
+            && e.contains("debian-archive-keyring"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    assert_empty_or_missing(&out);
+    assert!(
+        !d.path().join("m.lock").exists(),
+        "no lock for a refused archive"
+    );
+    // Nothing unverified was cached.
+    let cached = cache.path().join("apt/by-hash/sha256");
+    assert!(
+        std::fs::read_dir(&cached).map_or(true, |mut d| d.next().is_none()),
+        "files cached from an unverified archive"
+    );
 }
 
 #[test]
