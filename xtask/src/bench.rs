@@ -214,16 +214,7 @@ pub fn run_bench(args: &Args) -> Result<()> {
             tree.display()
         ),
     )?;
-    run(crate::cargo().args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "cairn-builder",
-        "--bin",
-        "cairn",
-    ]))?;
-    let cairn = crate::target_dir().join("release/cairn");
+    let cairn = crate::build_cairn_release()?;
     let cairn_out = dir.join("cairn-out");
     let mut cairn_runs = Runs::default();
     for _ in 0..args.runs {

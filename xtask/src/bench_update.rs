@@ -106,11 +106,11 @@ pub struct Args {
 
 /// Wall time, CPU time (user + system), peak RSS and stdout of one
 /// command.
-struct Measured {
-    wall: f64,
-    cpu: f64,
-    rss_kib: u64,
-    stdout: String,
+pub(crate) struct Measured {
+    pub(crate) wall: f64,
+    pub(crate) cpu: f64,
+    pub(crate) rss_kib: u64,
+    pub(crate) stdout: String,
 }
 
 impl Measured {
@@ -128,7 +128,7 @@ fn s(p: &Path) -> Result<&str> {
 /// and system, `%U %S`), peak RSS (`%M`: the largest RSS of the process
 /// and its waited-for children) and its stdout. stderr goes to `log` when
 /// given, else to ours.
-fn measure(cmd: &mut Command, log: Option<&Path>) -> Result<Measured> {
+pub(crate) fn measure(cmd: &mut Command, log: Option<&Path>) -> Result<Measured> {
     let time_bin = Path::new("/usr/bin/time");
     if !time_bin.exists() {
         bail!("/usr/bin/time (GNU time) is missing: apt-get install time");

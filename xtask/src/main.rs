@@ -11,6 +11,8 @@
 //! - `bench-update`: update payloads between two real Debian trees
 //!   (bookworm, and bookworm with its updates) against xdelta3 and zstd,
 //!   and the engine's apply against a raw write.
+//! - `bench-host`: cold- and warm-cache builds of
+//!   manifests/container-host.toml against mmdebstrap on the same packages.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_host;
 mod bench_update;
 
 #[derive(Debug, Parser)]
@@ -54,6 +57,8 @@ enum Task {
     Bench(bench::Args),
     /// Update payload size, generation and apply vs xdelta3 and zstd on real Debian trees.
     BenchUpdate(bench_update::Args),
+    /// Cold- and warm-cache build of manifests/container-host.toml vs mmdebstrap.
+    BenchHost(bench_host::Args),
 }
 
 /// Packages the default image is built from.
@@ -321,6 +326,21 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Builds the release `cairn` CLI (for benchmarks, which time the binary
+/// itself rather than `cargo run`) and returns its path.
+pub fn build_cairn_release() -> Result<PathBuf> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "cairn-builder",
+        "--bin",
+        "cairn",
+    ]))?;
+    Ok(target_dir().join("release/cairn"))
+}
+
 /// `cargo run --release` of the `cairn` CLI; append its arguments.
 fn cairn() -> Command {
     let mut c = cargo();
@@ -404,6 +424,7 @@ fn main() -> Result<()> {
         }
         Task::Bench(args) => bench::run_bench(&args)?,
         Task::BenchUpdate(args) => bench_update::run_bench_update(&args)?,
+        Task::BenchHost(args) => bench_host::run_bench_host(&args)?,
     }
     Ok(())
 }
