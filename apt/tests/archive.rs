@@ -34,16 +34,45 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
-/// The container-host package set of the issue.
-const HOST: &[&str] = &[
-    "systemd",
-    "systemd-sysv",
-    "openssh-server",
-    "podman",
-    "iproute2",
-    "ca-certificates",
-    "curl",
-];
+/// The packages `manifests/container-host.toml` asks for: its apt
+/// entries' `packages` and its `[kernel] package`, so the comparison with
+/// apt is always about the image Cairn ships.
+fn host_set() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/container-host.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let m: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out: Vec<String> = Vec::new();
+    for c in m
+        .get("content")
+        .and_then(|c| c.as_array())
+        .into_iter()
+        .flatten()
+    {
+        for p in c
+            .get("packages")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            out.extend(p.as_str().map(str::to_string));
+        }
+    }
+    if let Some(k) = m
+        .get("kernel")
+        .and_then(|k| k.get("package"))
+        .and_then(|p| p.as_str())
+    {
+        out.push(k.to_string());
+    }
+    assert!(
+        out.len() > 5,
+        "{}: no packages found: {out:?}",
+        path.display()
+    );
+    out
+}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -557,11 +586,13 @@ fn resolution_matches_apt() {
     let loaded = load_all();
     let u = &loaded.universe;
     let apt = AptRoot::new(loaded);
+    let host = host_set();
+    let host_refs: Vec<&str> = host.iter().map(String::as_str).collect();
 
     compare(
-        "container host set",
-        &ours(u, HOST, Baseline::None),
-        &apt.simulate(HOST),
+        "container host set (manifests/container-host.toml)",
+        &ours(u, &host_refs, Baseline::None),
+        &apt.simulate(&host_refs),
     );
 
     // With the Essential + Priority: required baseline, given to apt as
@@ -573,11 +604,11 @@ fn resolution_matches_apt() {
         .map(|p| p.name.as_str())
         .collect();
     baseline.sort_unstable();
-    let mut with_base: Vec<&str> = HOST.to_vec();
+    let mut with_base: Vec<&str> = host_refs.clone();
     with_base.extend(&baseline);
     compare(
         "container host set + required baseline",
-        &ours(u, HOST, Baseline::Required),
+        &ours(u, &host_refs, Baseline::Required),
         &apt.simulate(&with_base),
     );
 
