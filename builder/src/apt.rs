@@ -344,6 +344,12 @@ fn locked_url(lock: &Lock, sources: &[&AptSource], url: &str) -> String {
 
 /// Gets exactly the locked .debs, from the cache when there (no network
 /// at all then), else from the mirror, each checked against the lock.
+/// A locked package's file, and whether it was downloaded (not cached).
+type Fetched = Result<(PathBuf, bool), BuildError>;
+
+/// Locked .debs fetched at once (as `cairn_apt::Archive::download` does).
+const LOCKED_FETCH_PARALLEL: usize = 4;
+
 fn fetch_locked(
     m: &Manifest,
     sources: &[&AptSource],
@@ -361,9 +367,10 @@ fn fetch_locked(
     let listed_in = format!("the lock file {}", path.display());
     let mut pkgs: Vec<&LockedPackage> = lock.packages.iter().collect();
     pkgs.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = Vec::new();
-    let mut downloaded = 0;
-    for p in pkgs {
+    // One package: from the cache, else downloaded and verified. Several
+    // run at once (one request at a time is bound by the round trips, not
+    // the bandwidth); the first failure in package order is reported.
+    let one = |p: &LockedPackage| -> Fetched {
         let what = format!("{}: package {} {}", path.display(), p.name, p.version);
         let sha = parse_sha256(&p.sha256).ok_or_else(|| {
             BuildError::Apt(format!(
@@ -376,42 +383,76 @@ fn fetch_locked(
         let cached = cache
             .get(p.size, &sha)
             .map_err(|e| BuildError::Apt(format!("{what}: {e}")))?;
-        let file = match cached {
-            Some(f) => f,
-            None => {
-                let note = if was_cached {
-                    format!(
-                        "; the cached copy {} did not match the locked SHA-256 {} and was removed",
-                        cache.path_for(&sha).display(),
-                        p.sha256
-                    )
-                } else {
-                    String::new()
-                };
-                let url = locked_url(lock, sources, &p.url);
-                match cache.fetch(
-                    &transport,
-                    std::slice::from_ref(&url),
-                    p.size,
-                    &sha,
-                    &opts.retry,
-                    &listed_in,
-                ) {
-                    Ok((f, _)) => {
-                        downloaded += 1;
-                        f
-                    }
-                    Err(CacheError::Fetch(e)) if e.is_transient() => {
-                        return Err(BuildError::Apt(format!(
-                            "{what}: the mirror is unreachable ({e}) and the .deb is not in the cache {}{note}; retry when the mirror is back, or point 'mirror' at another one",
-                            cache.root().display()
-                        )))
-                    }
-                    Err(e) => return Err(BuildError::Apt(format!("{what}: {e}{note}"))),
-                }
-            }
+        if let Some(f) = cached {
+            return Ok((f, false));
+        }
+        let note = if was_cached {
+            format!(
+                "; the cached copy {} did not match the locked SHA-256 {} and was removed",
+                cache.path_for(&sha).display(),
+                p.sha256
+            )
+        } else {
+            String::new()
         };
-        out.push((p.clone(), file));
+        let url = locked_url(lock, sources, &p.url);
+        match cache.fetch(
+            &transport,
+            std::slice::from_ref(&url),
+            p.size,
+            &sha,
+            &opts.retry,
+            &listed_in,
+        ) {
+            Ok((f, _)) => Ok((f, true)),
+            Err(CacheError::Fetch(e)) if e.is_transient() => Err(BuildError::Apt(format!(
+                "{what}: the mirror is unreachable ({e}) and the .deb is not in the cache {}{note}; retry when the mirror is back, or point 'mirror' at another one",
+                cache.root().display()
+            ))),
+            Err(e) => Err(BuildError::Apt(format!("{what}: {e}{note}"))),
+        }
+    };
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let results: std::sync::Mutex<Vec<Option<Fetched>>> =
+        std::sync::Mutex::new((0..pkgs.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..LOCKED_FETCH_PARALLEL.min(pkgs.len()).max(1) {
+            s.spawn(|| loop {
+                use std::sync::atomic::Ordering::SeqCst;
+                let i = next.fetch_add(1, SeqCst);
+                if i >= pkgs.len() || failed.load(SeqCst) {
+                    break;
+                }
+                let r = one(pkgs[i]);
+                if r.is_err() {
+                    failed.store(true, SeqCst);
+                }
+                if let Ok(mut res) = results.lock() {
+                    res[i] = Some(r);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_default();
+    let mut out = Vec::with_capacity(pkgs.len());
+    let mut downloaded = 0;
+    for (p, r) in pkgs.iter().zip(results) {
+        match r {
+            Some(Ok((file, fetched))) => {
+                downloaded += usize::from(fetched);
+                out.push(((*p).clone(), file));
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(BuildError::Apt(format!(
+                    "{}: package {} {}: not fetched (an earlier package failed)",
+                    path.display(),
+                    p.name,
+                    p.version
+                )))
+            }
+        }
     }
     progress.done(&format!("{} .debs ({downloaded} downloaded)", out.len()));
     let maintainer_scripts = scripts_of(&out);
