@@ -647,6 +647,7 @@ fn module_indexes(tree: &mut Tree, report: &mut PostinstReport) -> Result<(), Bu
         let base = PathBuf::from(format!("/usr/lib/modules/{release}"));
         let mut d = Depmod::new(&release);
         let mut count = 0;
+        let mut skipped = Vec::new();
         let read = |id: NodeId, rel: &Path| -> Result<Vec<u8>, BuildError> {
             match &tree.node(id).kind {
                 Kind::File(data) => data.read_all().map_err(|e| io_err(&base.join(rel), e)),
@@ -659,13 +660,15 @@ fn module_indexes(tree: &mut Tree, report: &mut PostinstReport) -> Result<(), Bu
             };
             if Depmod::is_module_path(rel_str) {
                 let bytes = read(id, &rel)?;
-                d.add_module(rel_str, &bytes)
-                    .map_err(|e| BuildError::Source {
-                        at: "module indexes (depmod)".into(),
-                        path: base.join(&rel).display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                count += 1;
+                // Like depmod, a module it cannot read is left out of the
+                // indexes (with a note in the report), not a failed build.
+                match d.add_module(rel_str, &bytes) {
+                    Ok(()) => count += 1,
+                    Err(e) => skipped.push(format!(
+                        "depmod: {}: {e}; left out of the module indexes",
+                        base.join(&rel).display()
+                    )),
+                }
             } else {
                 match rel_str {
                     "modules.order" => d.set_order(read(id, &rel)?),
@@ -675,6 +678,7 @@ fn module_indexes(tree: &mut Tree, report: &mut PostinstReport) -> Result<(), Bu
                 }
             }
         }
+        report.not_replaced.append(&mut skipped);
         if count == 0 {
             continue;
         }
