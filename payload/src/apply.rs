@@ -1,7 +1,7 @@
 //! The streaming applier.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
 use ed25519_dalek::VerifyingKey;
@@ -254,15 +254,73 @@ pub fn read_extents(r: Region<'_>, extents: &[Extent]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn write_extents(r: Region<'_>, extents: &[Extent], data: &[u8]) -> io::Result<()> {
-    let mut pos = 0usize;
-    for e in extents {
-        let n = (e.blocks * BS) as usize;
-        r.file
-            .write_all_at(&data[pos..pos + n], r.offset + e.start * BS)?;
-        pos += n;
+/// Writes a byte stream into a list of extents in order, buffering up to
+/// [`CHUNK`] bytes; refuses bytes past the extents' end. `finish` flushes
+/// and checks the extents were filled exactly.
+struct ExtentWriter<'a> {
+    region: Region<'a>,
+    extents: &'a [Extent],
+    /// Index of the extent being filled, and the byte offset in it.
+    at: usize,
+    off: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> ExtentWriter<'a> {
+    fn new(region: Region<'a>, extents: &'a [Extent]) -> ExtentWriter<'a> {
+        ExtentWriter {
+            region,
+            extents,
+            at: 0,
+            off: 0,
+            buf: Vec::with_capacity(CHUNK),
+        }
     }
-    Ok(())
+
+    fn drain(&mut self) -> io::Result<()> {
+        let mut pos = 0usize;
+        while pos < self.buf.len() {
+            let Some(e) = self.extents.get(self.at) else {
+                return Err(io::Error::other("op output larger than its destination"));
+            };
+            let room = e.blocks * BS - self.off;
+            let n = (room.min((self.buf.len() - pos) as u64)) as usize;
+            self.region.file.write_all_at(
+                &self.buf[pos..pos + n],
+                self.region.offset + e.start * BS + self.off,
+            )?;
+            pos += n;
+            self.off += n as u64;
+            if self.off == e.blocks * BS {
+                self.at += 1;
+                self.off = 0;
+            }
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        self.drain()?;
+        if self.at != self.extents.len() || self.off != 0 {
+            return Err(io::Error::other("op output smaller than its destination"));
+        }
+        Ok(())
+    }
+}
+
+impl Write for ExtentWriter<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = b.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&b[..n]);
+        if self.buf.len() == CHUNK {
+            self.drain()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.drain()
+    }
 }
 
 /// Zeroes `len` bytes at `offset` without writing them
@@ -338,19 +396,27 @@ fn run_op(
                 }
             }
         }
+        // The data ops stream their output into the destination extents
+        // instead of building it in memory first: the largest op (a
+        // kernel diff) would otherwise hold its whole result besides the
+        // source. The target slot is not live and the op is replayed
+        // whole on resume, so a half-written op is harmless.
         OpType::Replace => {
-            let out = codec::decompress(data, size).map_err(decode)?;
-            write_extents(target, &op.dst, &out)?;
+            let mut w = ExtentWriter::new(target, &op.dst);
+            codec::zstd_stream(&[], data, size as u64, &mut w).map_err(decode)?;
+            w.finish()?;
         }
         OpType::SourceDiffZstd => {
             let old = read_extents(src()?, &op.src)?;
-            let out = codec::zstd_patch(&old, data, size).map_err(decode)?;
-            write_extents(target, &op.dst, &out)?;
+            let mut w = ExtentWriter::new(target, &op.dst);
+            codec::zstd_stream(&old, data, size as u64, &mut w).map_err(decode)?;
+            w.finish()?;
         }
         OpType::SourceBsdiff => {
             let old = read_extents(src()?, &op.src)?;
-            let out = codec::bspatch(&old, data, size).map_err(decode)?;
-            write_extents(target, &op.dst, &out)?;
+            let mut w = ExtentWriter::new(target, &op.dst);
+            codec::bspatch_to(&old, data, size as u64, &mut w).map_err(decode)?;
+            w.finish()?;
         }
     }
     Ok(())

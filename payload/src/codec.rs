@@ -1,8 +1,8 @@
 //! Compression and diff codecs for the data blobs.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
-use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
+use zstd::zstd_safe::{self, CCtx, CParameter};
 
 use crate::format::MAX_WINDOW_LOG;
 
@@ -23,18 +23,29 @@ pub fn compress(data: &[u8], level: i32) -> Result<Vec<u8>, String> {
     zstd::bulk::compress(data, level).map_err(|e| e.to_string())
 }
 
-/// Decompresses a REPLACE blob that must expand to exactly `expected`
-/// bytes (never allocates more).
-pub fn decompress(blob: &[u8], expected: usize) -> Result<Vec<u8>, String> {
-    let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(zerr)?;
-    let mut out = Vec::with_capacity(expected);
-    dctx.decompress(&mut out, blob).map_err(zerr)?;
-    if out.len() != expected {
-        return Err(format!("expands to {} bytes, not {expected}", out.len()));
+/// Streams the zstd frame `blob` (with `source` as raw prefix, for
+/// patch-from; empty for a plain frame) into `out`, which must take
+/// exactly `expected` bytes. Memory: the decoder's window and a small
+/// buffer, never the whole output.
+pub fn zstd_stream(
+    source: &[u8],
+    blob: &[u8],
+    expected: u64,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let mut d =
+        zstd::stream::read::Decoder::with_ref_prefix(blob, source).map_err(|e| e.to_string())?;
+    d.window_log_max(MAX_WINDOW_LOG)
+        .map_err(|e| e.to_string())?;
+    let mut bounded = (&mut d).take(expected.saturating_add(1));
+    let n = io::copy(&mut bounded, out).map_err(|e| e.to_string())?;
+    if n != expected {
+        return Err(format!(
+            "expands to {}{n} bytes, not {expected}",
+            if n > expected { "more than " } else { "" }
+        ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// zstd "patch-from": `target` compressed with `source` as raw prefix.
@@ -54,21 +65,6 @@ pub fn zstd_diff(source: &[u8], target: &[u8], level: i32) -> Result<Vec<u8>, St
     Ok(out)
 }
 
-/// Applies a zstd patch-from blob to `source`; the result must be exactly
-/// `expected` bytes.
-pub fn zstd_patch(source: &[u8], blob: &[u8], expected: usize) -> Result<Vec<u8>, String> {
-    let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(zerr)?;
-    dctx.ref_prefix(source).map_err(zerr)?;
-    let mut out = Vec::with_capacity(expected);
-    dctx.decompress(&mut out, blob).map_err(zerr)?;
-    if out.len() != expected {
-        return Err(format!("expands to {} bytes, not {expected}", out.len()));
-    }
-    Ok(out)
-}
-
 /// bsdiff 4 patch (bzip2) from `source` to `target`.
 pub fn bsdiff(source: &[u8], target: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
@@ -79,41 +75,44 @@ pub fn bsdiff(source: &[u8], target: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// A writer that refuses to grow past its limit.
-struct Bounded {
-    buf: Vec<u8>,
-    limit: usize,
-}
-
-impl Write for Bounded {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        if self.buf.len().saturating_add(b.len()) > self.limit {
-            return Err(io::Error::other("patch output larger than the destination"));
-        }
-        self.buf.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Applies a bsdiff patch; the result must be exactly `expected` bytes.
-pub fn bspatch(source: &[u8], blob: &[u8], expected: usize) -> Result<Vec<u8>, String> {
+/// Applies a bsdiff patch into `out`, which must take exactly `expected`
+/// bytes (the writer refuses more); the output is streamed, not held.
+pub fn bspatch_to(
+    source: &[u8],
+    blob: &[u8],
+    expected: u64,
+    out: &mut dyn Write,
+) -> Result<(), String> {
     let patcher = qbsdiff::Bspatch::new(blob).map_err(|e| e.to_string())?;
-    if patcher.hint_target_size() != expected as u64 {
+    if patcher.hint_target_size() != expected {
         return Err(format!(
             "patch target size {} is not {expected}",
             patcher.hint_target_size()
         ));
     }
-    let mut w = Bounded {
-        buf: Vec::with_capacity(expected),
-        limit: expected,
-    };
-    patcher.apply(source, &mut w).map_err(|e| e.to_string())?;
-    if w.buf.len() != expected {
-        return Err(format!("expands to {} bytes, not {expected}", w.buf.len()));
+    let mut counted = Counted { inner: out, n: 0 };
+    patcher
+        .apply(source, &mut counted)
+        .map_err(|e| e.to_string())?;
+    if counted.n != expected {
+        return Err(format!("expands to {} bytes, not {expected}", counted.n));
     }
-    Ok(w.buf)
+    Ok(())
+}
+
+/// Counts what passes through.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(b)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
