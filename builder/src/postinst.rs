@@ -25,6 +25,7 @@
 //! What each step did goes into the build report (`postinst`), and the
 //! scripts that were skipped are listed there too.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use cairn_fstree::{FileData, Kind, Meta, Node, NodeId, Tree};
@@ -624,8 +625,6 @@ fn files_below(tree: &Tree, dir: NodeId) -> Vec<(PathBuf, NodeId)> {
     out
 }
 
-use std::os::unix::ffi::OsStrExt;
-
 /// `depmod`: for each `/usr/lib/modules/<release>` that holds modules, the
 /// indexes kmod reads (modules.dep(.bin), modules.alias(.bin), ...),
 /// byte-identical to bookworm's depmod. Without them neither udev nor
@@ -940,4 +939,189 @@ fn ca_certificates(tree: &mut Tree, report: &mut PostinstReport) -> Result<(), B
         symlink_node("../../../usr/lib/cairn/ca-certificates.crt"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    fn file(tree: &mut Tree, path: &str, text: &str) {
+        tree.insert(Path::new(path), file_node(text.as_bytes().to_vec(), 0o644))
+            .unwrap();
+    }
+
+    fn text(tree: &Tree, path: &str) -> String {
+        read_text(tree, path)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} is missing"))
+    }
+
+    fn link(tree: &Tree, path: &str) -> String {
+        let id = tree
+            .lookup(Path::new(path))
+            .unwrap_or_else(|| panic!("{path} is missing"));
+        match &tree.node(id).kind {
+            Kind::Symlink(t) => String::from_utf8(t.clone()).unwrap(),
+            k => panic!("{path} is a {}", k.type_name()),
+        }
+    }
+
+    fn deb(package: &str, postinst: &str) -> DebInfo {
+        let mut control = std::collections::BTreeMap::new();
+        control.insert(
+            "control".to_string(),
+            format!("Package: {package}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: x <x@example.org>\nDescription: test\n"),
+        );
+        control.insert("postinst".to_string(), postinst.to_string());
+        control.insert("md5sums".to_string(), String::new());
+        DebInfo {
+            package: package.to_string(),
+            control,
+            members: vec!["./".into(), "./usr/".into()],
+            file_md5: Default::default(),
+        }
+    }
+
+    /// A small tree shaped like the container host's, through every step
+    /// that works on packages.
+    #[test]
+    fn scripts_are_replaced_on_a_synthetic_tree() {
+        let mut t = Tree::default();
+        file(
+            &mut t,
+            "/usr/share/base-passwd/passwd.master",
+            "root:*:0:0:root:/root:/bin/bash\n",
+        );
+        file(
+            &mut t,
+            "/usr/share/base-passwd/group.master",
+            "root:*:0:\nshadow:*:42:\nnogroup:*:65534:\n",
+        );
+        file(
+            &mut t,
+            "/usr/lib/sysusers.d/dbus.conf",
+            "u messagebus - \"System Message Bus\"\n",
+        );
+        file(&mut t, "/usr/lib/systemd/systemd", "");
+        file(
+            &mut t,
+            "/usr/lib/systemd/system/ssh.service",
+            "[Service]\nExecStart=/usr/sbin/sshd -D\n[Install]\nWantedBy=multi-user.target\nAlias=sshd.service\n",
+        );
+        file(
+            &mut t,
+            "/usr/lib/systemd/system/systemd-networkd.service",
+            "[Install]\nWantedBy=multi-user.target\n",
+        );
+        file(
+            &mut t,
+            "/usr/share/openssh/sshd_config",
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        );
+        file(&mut t, "/usr/bin/mawk", "");
+        let debs = [
+            deb(
+                "openssh-server",
+                "adduser --quiet --system --no-create-home --home /run/sshd --shell /usr/sbin/nologin sshd\n\
+                 ucf --three-way --debconf-ok \"$new_config\" /etc/ssh/sshd_config\n\
+                 if deb-systemd-helper --quiet was-enabled 'ssh.service'; then\n\
+                 \tdeb-systemd-helper enable 'ssh.service' >/dev/null || true\nfi\n\
+                 adduser --system $WHO\n",
+            ),
+            deb(
+                "mawk",
+                "update-alternatives --install /usr/bin/awk awk /usr/bin/mawk 5 \\\n  --slave /usr/share/man/man1/awk.1.gz awk.1.gz /usr/share/man/man1/mawk.1.gz\n",
+            ),
+        ];
+        let units = SystemdUnits {
+            enable: vec!["systemd-networkd.service".into()],
+            mask: vec!["apt-daily.timer".into()],
+        };
+        let mut r = PostinstReport::default();
+        apply(&mut t, &debs, 86_400 * 20_000, &units, &mut r).unwrap();
+
+        let passwd = text(&t, "/etc/passwd");
+        assert!(
+            passwd.starts_with("root:x:0:0:root:/root:/bin/bash\n"),
+            "{passwd}"
+        );
+        assert!(
+            passwd.contains("messagebus:x:999:999:System Message Bus:/:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
+        assert!(
+            passwd.contains("sshd:x:998:65534::/run/sshd:/usr/sbin/nologin\n"),
+            "{passwd}"
+        );
+        assert!(text(&t, "/etc/shadow").contains("sshd:!*:20000:"));
+        assert!(text(&t, SCRIPT_SYSUSERS)
+            .contains("u sshd -:nogroup - /run/sshd /usr/sbin/nologin  # openssh-server\n"));
+        assert_eq!(
+            link(
+                &t,
+                "/etc/systemd/system/multi-user.target.wants/ssh.service"
+            ),
+            "/usr/lib/systemd/system/ssh.service"
+        );
+        assert_eq!(
+            link(&t, "/etc/systemd/system/sshd.service"),
+            "/usr/lib/systemd/system/ssh.service"
+        );
+        assert_eq!(
+            link(
+                &t,
+                "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+            ),
+            "/usr/lib/systemd/system/systemd-networkd.service"
+        );
+        assert_eq!(link(&t, "/etc/systemd/system/apt-daily.timer"), "/dev/null");
+        assert_eq!(
+            text(&t, "/etc/ssh/sshd_config"),
+            "Include /etc/ssh/sshd_config.d/*.conf\n"
+        );
+        assert_eq!(link(&t, "/usr/bin/awk"), "/usr/bin/mawk");
+        // The slave's file is not in the image: no link, as update-alternatives.
+        assert!(t
+            .lookup(Path::new("/usr/share/man/man1/awk.1.gz"))
+            .is_none());
+        assert_eq!(text(&t, "/etc/machine-id"), "");
+        let status = text(&t, &format!("{DPKG_ADMINDIR}/status"));
+        assert!(
+            status.contains("Package: mawk\nStatus: install ok installed\n"),
+            "{status}"
+        );
+        assert!(status.contains("Package: openssh-server\n"), "{status}");
+        assert!(text(&t, &format!("{DPKG_ADMINDIR}/alternatives/awk"))
+            .starts_with("auto\n/usr/bin/awk\n"));
+        assert_eq!(link(&t, "/var/lib/dpkg"), "../../usr/lib/sysimage/dpkg");
+        assert_eq!(r.units_enabled, ["ssh.service", "systemd-networkd.service"]);
+        assert_eq!(r.units_masked, ["apt-daily.timer"]);
+        assert_eq!(r.config_files, ["/etc/ssh/sshd_config"]);
+        assert_eq!(r.dpkg_packages, 2);
+        assert_eq!(r.alternatives, ["awk: /usr/bin/awk -> /usr/bin/mawk"]);
+        assert!(
+            r.not_replaced
+                .iter()
+                .any(|n| n.contains("adduser --system $WHO")),
+            "{:?}",
+            r.not_replaced
+        );
+    }
+
+    #[test]
+    fn a_manifest_unit_that_does_not_exist_is_an_error() {
+        let mut t = Tree::default();
+        let units = SystemdUnits {
+            enable: vec!["nope.service".into()],
+            mask: Vec::new(),
+        };
+        let e = apply(&mut t, &[], 0, &units, &mut PostinstReport::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nope.service") && e.contains("no unit file"),
+            "{e}"
+        );
+    }
 }
