@@ -7,7 +7,6 @@
 //! image, is reproducible.
 
 use std::collections::BTreeMap;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use cairn_apt::{
@@ -80,9 +79,6 @@ pub struct Prepared {
     pub lock_written: bool,
     /// How many .debs were downloaded now (the rest came from the cache).
     pub downloaded: usize,
-    /// `name (preinst, postinst)` for packages whose maintainer scripts
-    /// were not run.
-    pub maintainer_scripts: Vec<String>,
 }
 
 /// What [`lock`] did.
@@ -306,7 +302,6 @@ fn resolve_and_download(
         releases,
         packages: out.iter().map(|(p, _)| p.clone()).collect(),
     };
-    let maintainer_scripts = scripts_of(&out);
     Ok((
         lock,
         Prepared {
@@ -314,7 +309,6 @@ fn resolve_and_download(
             lock_path: lock_path(&m.file),
             lock_written: false,
             downloaded,
-            maintainer_scripts,
         },
     ))
 }
@@ -455,57 +449,12 @@ fn fetch_locked(
         }
     }
     progress.done(&format!("{} .debs ({downloaded} downloaded)", out.len()));
-    let maintainer_scripts = scripts_of(&out);
     Ok(Prepared {
         debs: out,
         lock_path: path.to_path_buf(),
         lock_written: false,
         downloaded,
-        maintainer_scripts,
     })
-}
-
-fn scripts_of(debs: &[(LockedPackage, PathBuf)]) -> Vec<String> {
-    debs.iter()
-        .filter_map(|(p, f)| {
-            let s = maintainer_scripts(f);
-            (!s.is_empty()).then(|| format!("{} ({})", p.name, s.join(", ")))
-        })
-        .collect()
-}
-
-/// The maintainer scripts (`preinst`, `postinst`, `prerm`, `postrm`) in a
-/// .deb's control archive; empty if there are none or it cannot be read
-/// (extraction reports a broken package).
-pub fn maintainer_scripts(deb: &Path) -> Vec<String> {
-    let Ok(f) = std::fs::File::open(deb) else {
-        return Vec::new();
-    };
-    let mut ar = ar::Archive::new(BufReader::new(f));
-    while let Some(Ok(entry)) = ar.next_entry() {
-        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        if !name.starts_with("control.tar") {
-            continue;
-        }
-        let Ok(r) = crate::content::decompress(BufReader::new(entry)) else {
-            return Vec::new();
-        };
-        let mut found = Vec::new();
-        let mut t = tar::Archive::new(r);
-        let Ok(entries) = t.entries() else {
-            return Vec::new();
-        };
-        for e in entries.flatten() {
-            let Ok(p) = e.path() else { continue };
-            let n = p.to_string_lossy().trim_start_matches("./").to_string();
-            if ["preinst", "postinst", "prerm", "postrm"].contains(&n.as_str()) {
-                found.push(n);
-            }
-        }
-        found.sort();
-        return found;
-    }
-    Vec::new()
 }
 
 #[cfg(test)]

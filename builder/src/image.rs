@@ -909,12 +909,11 @@ pub fn build_with_apt(
         if p.lock_written {
             tracing::info!("wrote the apt lock file {}", p.lock_path.display());
         }
-        postinst.scripts_skipped = p.maintainer_scripts.clone();
     }
     crate::postinst::apply(&mut tree, &debs, epoch, &m.systemd, &mut postinst)?;
     if !postinst.scripts_skipped.is_empty() {
         let w = format!(
-            "apt: the maintainer scripts of {} packages were not run (Cairn runs none; the report's postinst section lists them and what was done instead)",
+            "the maintainer scripts of {} packages were not run (Cairn runs none; the report's postinst section lists them and what was done instead)",
             postinst.scripts_skipped.len()
         );
         progress.warn(&w);

@@ -73,7 +73,11 @@ pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>, String> {
 /// (soft dependencies that must load first, e.g. ext4's `crc32c`, which it
 /// asks for by name at mount time rather than by symbol).
 pub fn modinfo_deps(elf: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
-    let modinfo = elf_section(elf, ".modinfo")?;
+    let parsed = cairn_postinst::elf::Elf::parse(elf).map_err(|e| e.to_string())?;
+    let modinfo = parsed
+        .section(".modinfo")
+        .ok_or("no .modinfo section")?
+        .data;
     let mut deps = Vec::new();
     let mut soft = Vec::new();
     for field in modinfo.split(|&b| b == 0) {
@@ -94,51 +98,6 @@ pub fn modinfo_deps(elf: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
         }
     }
     Ok((deps, soft))
-}
-
-fn rd<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N], String> {
-    b.get(at..at.checked_add(N).ok_or("offset overflow")?)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| format!("truncated ELF file (reading {N} bytes at {at})"))
-}
-
-/// The bytes of the named section of a little-endian ELF64 file, with every
-/// offset and size checked against the file.
-fn elf_section<'a>(elf: &'a [u8], name: &str) -> Result<&'a [u8], String> {
-    if elf.get(..4) != Some(b"\x7fELF") || elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a little-endian ELF64 file".into());
-    }
-    let shoff = usize::try_from(u64::from_le_bytes(rd(elf, 0x28)?)).map_err(|_| "bad e_shoff")?;
-    let shentsize = usize::from(u16::from_le_bytes(rd(elf, 0x3a)?));
-    let shnum = usize::from(u16::from_le_bytes(rd(elf, 0x3c)?));
-    let shstrndx = usize::from(u16::from_le_bytes(rd(elf, 0x3e)?));
-    if shentsize < 64 || shstrndx >= shnum {
-        return Err("bad section header table".into());
-    }
-    let section = |i: usize| -> Result<(u32, &'a [u8]), String> {
-        let at = shoff
-            .checked_add(i.checked_mul(shentsize).ok_or("overflow")?)
-            .ok_or("overflow")?;
-        let name = u32::from_le_bytes(rd(elf, at)?);
-        let off =
-            usize::try_from(u64::from_le_bytes(rd(elf, at + 0x18)?)).map_err(|_| "bad offset")?;
-        let size =
-            usize::try_from(u64::from_le_bytes(rd(elf, at + 0x20)?)).map_err(|_| "bad size")?;
-        let data = elf
-            .get(off..off.checked_add(size).ok_or("overflow")?)
-            .ok_or("section outside the file")?;
-        Ok((name, data))
-    };
-    let (_, strtab) = section(shstrndx)?;
-    for i in 0..shnum {
-        let (n, data) = section(i)?;
-        let s = strtab.get(n as usize..).ok_or("bad section name")?;
-        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-        if &s[..end] == name.as_bytes() {
-            return Ok(data);
-        }
-    }
-    Err(format!("no {name} section"))
 }
 
 /// State of the dependency walk in [`module_closure`].

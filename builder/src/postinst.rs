@@ -231,6 +231,16 @@ pub fn apply(
     }
     units(tree, debs, systemd, report)?;
     machine_id(tree)?;
+    report.scripts_skipped = debs
+        .iter()
+        .filter_map(|d| {
+            let s: Vec<&str> = ["postinst", "postrm", "preinst", "prerm"]
+                .into_iter()
+                .filter(|n| d.control.contains_key(*n))
+                .collect();
+            (!s.is_empty()).then(|| format!("{} ({})", d.package, s.join(", ")))
+        })
+        .collect();
     Ok(())
 }
 
