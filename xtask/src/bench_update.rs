@@ -542,19 +542,7 @@ fn build_tools(prebuilt: Option<&Path>) -> Result<Tools> {
         }
         return Ok(tools);
     }
-    run(cargo().args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "cairn-builder",
-        "--bin",
-        "cairn",
-        "-p",
-        "cairn-update",
-        "--bin",
-        "cairn-update",
-    ]))?;
+    run(crate::cargo_cairn("build").args(["-p", "cairn-update", "--bin", "cairn-update"]))?;
     run(cargo().args([
         "build",
         "--release",

@@ -326,34 +326,32 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Builds the release `cairn` CLI (for benchmarks, which time the binary
-/// itself rather than `cargo run`) and returns its path.
-pub fn build_cairn_release() -> Result<PathBuf> {
-    run(cargo().args([
-        "build",
+/// `cargo <verb> --release -q -p cairn-builder --bin cairn`.
+fn cargo_cairn(verb: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        verb,
         "--release",
         "-q",
         "-p",
         "cairn-builder",
         "--bin",
         "cairn",
-    ]))?;
+    ]);
+    c
+}
+
+/// Builds the release `cairn` CLI (for benchmarks, which time the binary
+/// itself rather than `cargo run`) and returns its path.
+pub fn build_cairn_release() -> Result<PathBuf> {
+    run(&mut cargo_cairn("build"))?;
     Ok(target_dir().join("release/cairn"))
 }
 
 /// `cargo run --release` of the `cairn` CLI; append its arguments.
 fn cairn() -> Command {
-    let mut c = cargo();
-    c.args([
-        "run",
-        "--release",
-        "-q",
-        "-p",
-        "cairn-builder",
-        "--bin",
-        "cairn",
-        "--",
-    ]);
+    let mut c = cargo_cairn("run");
+    c.arg("--");
     c
 }
 
