@@ -23,9 +23,38 @@ use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use cairn_builder::image::BuildOptions;
 use cairn_builder::qemu::{self, Ovmf, VmConfig};
 
 static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The repository root (manifests/, overlays/, .cache/).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn env_path(var: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: run the QEMU tests through `cargo xtask test`, which builds cairn-boot.efi, cairn-init and cairn-update and passes them as CAIRN_BOOT_EFI, CAIRN_INIT and CAIRN_UPDATE")
+    })
+}
+
+/// Build options for a test image: output in `out_dir`, the previous
+/// image `base` (if any), and the real boot manager, init and update engine
+/// that `cargo xtask test` built.
+pub fn build_options(out_dir: PathBuf, base: Option<PathBuf>) -> BuildOptions {
+    BuildOptions {
+        out_dir,
+        base,
+        source_date_epoch: None,
+        boot_efi: Some(env_path("CAIRN_BOOT_EFI")),
+        init: Some(env_path("CAIRN_INIT")),
+        update_engine: Some(env_path("CAIRN_UPDATE")),
+    }
+}
 
 /// Where logs and per-test files go: `<target>/qemu-tests/<name>/`.
 pub fn work_dir(name: &str) -> PathBuf {

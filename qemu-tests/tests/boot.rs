@@ -14,12 +14,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cairn_builder::image::{self, BuildOptions, Quiet};
+use cairn_builder::image::{self, Quiet};
 use cairn_builder::manifest::Manifest;
 use cairn_builder::report::Report;
 use cairn_disk::device::FileDevice;
 use cairn_disk::gpt::Gpt;
-use cairn_qemu_tests::{work_dir, Vm};
+use cairn_qemu_tests::{build_options, work_dir, workspace, Vm};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(60);
@@ -28,19 +28,6 @@ struct Built {
     image: PathBuf,
     report: Report,
     version: String,
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn env_path(var: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: run the boot tests through `cargo xtask test`, which builds cairn-boot.efi and cairn-init and passes them")
-    })
 }
 
 /// The default image, built once per test run.
@@ -60,14 +47,7 @@ fn pristine() -> &'static Built {
         let m = Manifest::load(&manifest).unwrap_or_else(|e| panic!("{e}"));
         let built = image::build(
             &m,
-            &BuildOptions {
-                out_dir: dir.join("out"),
-                base: None,
-                source_date_epoch: None,
-                boot_efi: Some(env_path("CAIRN_BOOT_EFI")),
-                init: Some(env_path("CAIRN_INIT")),
-                update_engine: Some(env_path("CAIRN_UPDATE")),
-            },
+            &build_options(dir.join("out"), None),
             &Quiet,
         )
         .unwrap_or_else(|e| panic!("building the test image: {e} (run `cargo xtask fetch-debs` first)"));

@@ -13,25 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cairn_builder::image::{self, BuildOptions, Quiet};
+use cairn_builder::image::{self, Quiet};
 use cairn_builder::manifest::Manifest;
-use cairn_qemu_tests::{work_dir, Vm};
+use cairn_qemu_tests::{build_options, work_dir, workspace, Vm};
 
 const BOOT: Duration = Duration::from_secs(300);
 const CMD: Duration = Duration::from_secs(120);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn env_path(var: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: run the QEMU tests through `cargo xtask test`, which builds the boot manager, init and update engine and passes them")
-    })
-}
 
 fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -95,19 +82,8 @@ fn container_host_boots_to_running_and_runs_a_container() {
         ),
     );
     let m = Manifest::load(&manifest).unwrap_or_else(|e| panic!("{e}"));
-    let built = image::build(
-        &m,
-        &BuildOptions {
-            out_dir: dir.join("out"),
-            base: None,
-            source_date_epoch: None,
-            boot_efi: Some(env_path("CAIRN_BOOT_EFI")),
-            init: Some(env_path("CAIRN_INIT")),
-            update_engine: Some(env_path("CAIRN_UPDATE")),
-        },
-        &Quiet,
-    )
-    .unwrap_or_else(|e| panic!("building the container-host image: {e}"));
+    let built = image::build(&m, &build_options(dir.join("out"), None), &Quiet)
+        .unwrap_or_else(|e| panic!("building the container-host image: {e}"));
     // The replacements of the maintainer scripts did their work.
     let p = &built.report.postinst;
     assert!(p.dpkg_packages > 100, "{p:?}");

@@ -28,10 +28,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cairn_builder::image::{self, BuildOptions, Quiet};
+use cairn_builder::image::{self, Quiet};
 use cairn_builder::manifest::Manifest;
 use cairn_builder::report::Report;
-use cairn_qemu_tests::{work_dir, Vm};
+use cairn_qemu_tests::{build_options, work_dir, workspace, Vm};
 use cairn_repo::{ChannelDocument, PrivateKey, PublishOptions};
 use serde_json::Value;
 
@@ -39,19 +39,6 @@ const BOOT: Duration = Duration::from_secs(240);
 const CMD: Duration = Duration::from_secs(60);
 /// Downloading and applying a payload under TCG.
 const UPDATE: Duration = Duration::from_secs(600);
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-fn env_path(var: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: run the update tests through `cargo xtask test`, which builds cairn-boot.efi, cairn-init and cairn-update and passes them")
-    })
-}
 
 fn deb_cache() -> PathBuf {
     std::env::var_os("CAIRN_DEB_CACHE")
@@ -141,14 +128,10 @@ impl Line {
         let m = Manifest::load(&manifest).unwrap_or_else(|e| panic!("{e}"));
         let built = image::build(
             &m,
-            &BuildOptions {
-                out_dir: self.dir.join(format!("out-{version}")),
-                base: base.map(|b| b.image.clone()),
-                source_date_epoch: None,
-                boot_efi: Some(env_path("CAIRN_BOOT_EFI")),
-                init: Some(env_path("CAIRN_INIT")),
-                update_engine: Some(env_path("CAIRN_UPDATE")),
-            },
+            &build_options(
+                self.dir.join(format!("out-{version}")),
+                base.map(|b| b.image.clone()),
+            ),
             &Quiet,
         )
         .unwrap_or_else(|e| panic!("building {version}: {e} (run `cargo xtask fetch-debs` first)"));
