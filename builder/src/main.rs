@@ -426,6 +426,7 @@ fn run(cli: Cli) -> Result<()> {
                             "copy": s.copy_blocks,
                             "zstd_diff": s.zstd_diff_blocks,
                             "bsdiff": s.bsdiff_blocks,
+                            "lz4_diff": s.lz4_diff_blocks,
                         },
                     })
                 ))?;
@@ -438,7 +439,7 @@ fn run(cli: Cli) -> Result<()> {
                     s.files_unchanged,
                     s.files_changed,
                     s.copy_blocks,
-                    s.zstd_diff_blocks + s.bsdiff_blocks,
+                    s.zstd_diff_blocks + s.bsdiff_blocks + s.lz4_diff_blocks,
                     s.replace_blocks,
                     s.zero_blocks
                 ))?;

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::codec;
 use crate::error::{hex, Error};
 use crate::format::{total_blocks, Extent, Header, Op, OpType, BLOCK_SIZE, HEADER_LEN};
+use crate::lz4diff;
 use crate::sign::{verify, VerifiedManifest};
+use crate::zbsdiff::{self, Cached, ReadAt};
 
 const CHUNK: usize = 1 << 20;
 const BS: u64 = BLOCK_SIZE as u64;
@@ -26,6 +28,7 @@ pub struct Region<'a> {
 #[derive(Debug, Clone)]
 pub struct Applier {
     trusted: Vec<VerifyingKey>,
+    scratch_dir: Option<std::path::PathBuf>,
 }
 
 impl Applier {
@@ -33,6 +36,23 @@ impl Applier {
     pub fn new(trusted: &[VerifyingKey]) -> Applier {
         Applier {
             trusted: trusted.to_vec(),
+            scratch_dir: None,
+        }
+    }
+
+    /// Where ops that need scratch space (the decompressed old kernel of
+    /// a SOURCE_LZ4_BSDIFF op, tens of MiB) put an unnamed temporary file;
+    /// the system's temporary directory if unset. On a host that is the
+    /// engine's state directory: disk, not memory.
+    pub fn with_scratch_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Applier {
+        self.scratch_dir = Some(dir.into());
+        self
+    }
+
+    fn scratch(&self) -> io::Result<File> {
+        match &self.scratch_dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
         }
     }
 
@@ -48,9 +68,14 @@ impl Applier {
     }
 
     /// Streams the payload from `reader` (positioned at its first byte)
-    /// into `target`. A delta reads `source`, whose sha256 is checked
-    /// first ([`Error::SourceMismatch`] if it is another version). Each
-    /// op's data is checked against its sha256 before anything is written.
+    /// into `target`. A delta reads `source`, whose sha256 is computed on
+    /// a second thread while the ops run: a mismatch
+    /// ([`Error::SourceMismatch`]: another version) is reported instead of
+    /// whatever the ops did, and before the target's hash is checked, so
+    /// a delta never completes on the wrong source. (The target is the
+    /// inactive slot, so writing it before the source is known good costs
+    /// nothing but the work.) Each op's data is checked against its sha256
+    /// before anything is written.
     ///
     /// Durability is only forced at checkpoints: after op `i` is written
     /// (to the page cache), `progress.written(i)` says whether to go on, to
@@ -90,14 +115,7 @@ impl Applier {
                 {
                     return Err(Error::SourceTargetOverlap);
                 }
-                let actual = hash_region(src, info.size)?;
-                if actual != info.sha256 {
-                    return Err(Error::SourceMismatch {
-                        expected: hex(&info.sha256),
-                        actual: hex(&actual),
-                    });
-                }
-                Some(src)
+                Some((src, info))
             }
         };
         // The parser bounds the op count (1,048,576).
@@ -106,12 +124,57 @@ impl Applier {
         if start > ops {
             return Err(Error::BadResume { resume: start, ops });
         }
+        std::thread::scope(|scope| {
+            let check =
+                source.map(|(src, info)| (info, scope.spawn(move || hash_region(src, info.size))));
+            let r = self.run_ops(
+                m,
+                &mut reader,
+                target,
+                source.map(|(s, _)| s),
+                progress,
+                start,
+            );
+            if let Some((info, hasher)) = check {
+                let actual = hasher
+                    .join()
+                    .map_err(|_| io::Error::other("the source hashing thread panicked"))??;
+                if actual != info.sha256 {
+                    return Err(Error::SourceMismatch {
+                        expected: hex(&info.sha256),
+                        actual: hex(&actual),
+                    });
+                }
+            }
+            r
+        })?;
+        let actual = hash_region(target, m.target_size)?;
+        if actual != m.target_sha256 {
+            return Err(Error::TargetHashMismatch {
+                expected: hex(&m.target_sha256),
+                actual: hex(&actual),
+            });
+        }
+        Ok(verified)
+    }
+
+    /// The ops from `start` on, with checkpoints; syncs at the end.
+    fn run_ops(
+        &self,
+        m: &crate::format::Manifest,
+        reader: &mut impl Read,
+        target: Region<'_>,
+        source: Option<Region<'_>>,
+        progress: &mut dyn ApplyProgress,
+        start: u32,
+    ) -> Result<(), Error> {
+        let ops = m.ops.len() as u32;
         // Ops `start..written` are written but maybe not yet durable.
         let mut written = start;
         for (i, op) in m.ops.iter().enumerate() {
             let i = i as u32;
             if i < start {
-                let skipped = io::copy(&mut (&mut reader).take(op.data_len), &mut io::sink())?;
+                let skipped = io::copy(&mut (&mut *reader).take(op.data_len), &mut io::sink())?;
                 if skipped != op.data_len {
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
                 }
@@ -130,7 +193,7 @@ impl Applier {
             if op.kind.has_data() && Sha256::digest(&data).as_slice() != op.data_sha256 {
                 return Err(Error::DataHashMismatch { op: i });
             }
-            run_op(i, op, &data, target, source)?;
+            run_op(i, op, &data, target, source, &|| self.scratch())?;
             written = i + 1;
             match progress.written(i) {
                 After::Continue => {}
@@ -147,14 +210,7 @@ impl Applier {
         }
         target.file.sync_data()?;
         progress.durable(ops)?;
-        let actual = hash_region(target, m.target_size)?;
-        if actual != m.target_sha256 {
-            return Err(Error::TargetHashMismatch {
-                expected: hex(&m.target_sha256),
-                actual: hex(&actual),
-            });
-        }
-        Ok(verified)
+        Ok(())
     }
 }
 
@@ -254,6 +310,65 @@ pub fn read_extents(r: Region<'_>, extents: &[Extent]) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads the concatenated bytes of a region's extents at any position:
+/// the old data of a bsdiff op, read on demand (behind a
+/// [`zbsdiff::Cached`]).
+struct ExtentReader<'a> {
+    region: Region<'a>,
+    extents: &'a [Extent],
+    /// Byte offset of each extent's start in the concatenation.
+    starts: Vec<u64>,
+    len: u64,
+}
+
+impl<'a> ExtentReader<'a> {
+    fn new(region: Region<'a>, extents: &'a [Extent]) -> ExtentReader<'a> {
+        let mut starts = Vec::with_capacity(extents.len());
+        let mut len = 0u64;
+        for e in extents {
+            starts.push(len);
+            len += e.blocks * BS;
+        }
+        ExtentReader {
+            region,
+            extents,
+            starts,
+            len,
+        }
+    }
+
+    /// The reader behind a cache.
+    fn cached(self) -> Cached<ExtentReader<'a>> {
+        let len = self.len;
+        Cached::new(self, len)
+    }
+}
+
+impl ReadAt for ExtentReader<'_> {
+    fn read_at(&mut self, mut pos: u64, mut out: &mut [u8]) -> io::Result<()> {
+        if pos
+            .checked_add(out.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        while !out.is_empty() {
+            // The extent holding `pos`: the last one starting at or before it.
+            let k = self.starts.partition_point(|&s| s <= pos) - 1;
+            let e = &self.extents[k];
+            let off = pos - self.starts[k];
+            let n = (e.blocks * BS - off).min(out.len() as u64) as usize;
+            let (now, rest) = out.split_at_mut(n);
+            self.region
+                .file
+                .read_exact_at(now, self.region.offset + e.start * BS + off)?;
+            out = rest;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+}
+
 /// Writes a byte stream into a list of extents in order, buffering up to
 /// [`CHUNK`] bytes; refuses bytes past the extents' end. `finish` flushes
 /// and checks the extents were filled exactly.
@@ -344,6 +459,7 @@ fn run_op(
     data: &[u8],
     target: Region<'_>,
     source: Option<Region<'_>>,
+    scratch: &dyn Fn() -> io::Result<File>,
 ) -> Result<(), Error> {
     let size = (total_blocks(&op.dst) * BS) as usize;
     let decode = |reason: String| Error::Decode { op: i, reason };
@@ -412,10 +528,23 @@ fn run_op(
             codec::zstd_stream(&old, data, size as u64, &mut w).map_err(decode)?;
             w.finish()?;
         }
-        OpType::SourceBsdiff => {
-            let old = read_extents(src()?, &op.src)?;
+        // Neither reads the source into memory: bsdiff reads it in runs.
+        OpType::SourceZbsdiff => {
+            let reader = ExtentReader::new(src()?, &op.src);
+            let old_len = reader.len;
+            let mut old = reader.cached();
             let mut w = ExtentWriter::new(target, &op.dst);
-            codec::bspatch_to(&old, data, size as u64, &mut w).map_err(decode)?;
+            zbsdiff::apply(&mut old, old_len, data, size as u64, &mut w).map_err(decode)?;
+            w.finish()?;
+        }
+        OpType::SourceLz4Bsdiff => {
+            let reader = ExtentReader::new(src()?, &op.src);
+            let old_len = reader.len;
+            let mut old = reader.cached();
+            let mut w = ExtentWriter::new(target, &op.dst);
+            let mut tmp = scratch()?;
+            lz4diff::apply(&mut old, old_len, data, size as u64, &mut w, &mut tmp)
+                .map_err(decode)?;
             w.finish()?;
         }
     }

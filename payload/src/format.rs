@@ -47,8 +47,17 @@ pub enum OpType {
     /// Data is a zstd frame compressed with the source extents' bytes as
     /// raw prefix ("patch-from").
     SourceDiffZstd = 3,
-    /// Data is a bsdiff 4 patch (qbsdiff, bzip2) against the source bytes.
-    SourceBsdiff = 4,
+    // 4 was BSDIFF40 (bzip2 streams, the source held in memory), replaced
+    // by 5 before any release; it is not accepted.
+    /// Data is a bsdiff patch with zstd-compressed streams
+    /// ([`crate::zbsdiff`]) against the source bytes; applied with the
+    /// source read on demand, in constant memory.
+    SourceZbsdiff = 5,
+    /// Data is a header and a zstd bsdiff between the *decompressed* forms
+    /// of the LZ4 legacy frame in the source and in the destination (a
+    /// bzImage's kernel); the applier compresses the frame again
+    /// ([`crate::lz4diff`]).
+    SourceLz4Bsdiff = 6,
 }
 
 impl OpType {
@@ -59,7 +68,8 @@ impl OpType {
             1 => OpType::Zero,
             2 => OpType::SourceCopy,
             3 => OpType::SourceDiffZstd,
-            4 => OpType::SourceBsdiff,
+            5 => OpType::SourceZbsdiff,
+            6 => OpType::SourceLz4Bsdiff,
             _ => return None,
         })
     }
@@ -68,7 +78,10 @@ impl OpType {
     pub fn reads_source(self) -> bool {
         matches!(
             self,
-            OpType::SourceCopy | OpType::SourceDiffZstd | OpType::SourceBsdiff
+            OpType::SourceCopy
+                | OpType::SourceDiffZstd
+                | OpType::SourceZbsdiff
+                | OpType::SourceLz4Bsdiff
         )
     }
 

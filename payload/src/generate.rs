@@ -22,6 +22,7 @@ use crate::format::{
     MAX_OP_BLOCKS,
 };
 use crate::sign::sign;
+use crate::{lz4diff, zbsdiff};
 
 const BS: u64 = BLOCK_SIZE as u64;
 const CHUNK_BLOCKS: u64 = 256;
@@ -39,8 +40,14 @@ pub struct GenerateOptions {
     pub replace_batch_blocks: u64,
     /// Try zstd patch-from for changed files.
     pub zstd_diff: bool,
-    /// Try bsdiff for changed files.
+    /// Try bsdiff (zstd streams) for changed files, and for kernels the
+    /// diff of their decompressed forms.
     pub bsdiff: bool,
+    /// zstd patch-from is only tried where source plus destination are at
+    /// most this many bytes: applying it holds the source and a window of
+    /// both in memory, where bsdiff ops read the source on demand. The
+    /// default (8 MiB) keeps the engine under 32 MiB.
+    pub zstd_diff_max_bytes: u64,
     /// Changed files are diffed in groups of up to this many blocks (of
     /// target and of source); a larger file is diffed alone.
     pub diff_group_blocks: u64,
@@ -57,6 +64,7 @@ impl Default for GenerateOptions {
             replace_batch_blocks: 512,
             zstd_diff: true,
             bsdiff: true,
+            zstd_diff_max_bytes: 8 << 20,
             diff_group_blocks: 512,
             target_version: None,
             source_version: None,
@@ -71,12 +79,14 @@ pub struct Summary {
     pub manifest_len: u64,
     pub data_len: u64,
     pub ops: u64,
-    /// Destination blocks per op type: replace, zero, copy, zstd diff, bsdiff.
+    /// Destination blocks per op type: replace, zero, copy, zstd diff,
+    /// bsdiff (zstd streams), and bsdiff of decompressed LZ4 kernels.
     pub replace_blocks: u64,
     pub zero_blocks: u64,
     pub copy_blocks: u64,
     pub zstd_diff_blocks: u64,
     pub bsdiff_blocks: u64,
+    pub lz4_diff_blocks: u64,
     /// Files of the target found unchanged in the source / diffed.
     pub files_unchanged: u64,
     pub files_changed: u64,
@@ -496,7 +506,14 @@ pub fn generate(
     }
     flush(&mut cur, &mut ops, &mut jobs);
 
-    // Compute the blobs on worker threads, spilling them to a temp file.
+    // Compute the blobs on worker threads, spilling them to a temp file;
+    // the largest first, so that the kernel's diff does not start last.
+    jobs.sort_by_key(|(_, j)| {
+        std::cmp::Reverse(match j {
+            Job::Replace(d) => total_blocks(d),
+            Job::Diff { dst, .. } => total_blocks(dst).saturating_mul(4),
+        })
+    });
     let mut spill = tempfile::tempfile()?;
     let mut blobs: Vec<Option<Blob>> = vec![None; ops.len()];
     let next = AtomicUsize::new(0);
@@ -551,7 +568,8 @@ pub fn generate(
             OpType::Zero => summary.zero_blocks += blocks,
             OpType::SourceCopy => summary.copy_blocks += blocks,
             OpType::SourceDiffZstd => summary.zstd_diff_blocks += blocks,
-            OpType::SourceBsdiff => summary.bsdiff_blocks += blocks,
+            OpType::SourceZbsdiff => summary.bsdiff_blocks += blocks,
+            OpType::SourceLz4Bsdiff => summary.lz4_diff_blocks += blocks,
         }
         manifest_ops.push(Op {
             kind,
@@ -648,7 +666,9 @@ fn compute(
                     *best = Some((kind, d));
                 }
             }
-            if opts.zstd_diff {
+            let small =
+                (old.len() as u64).saturating_add(new.len() as u64) <= opts.zstd_diff_max_bytes;
+            if opts.zstd_diff && small {
                 consider(
                     &mut best,
                     OpType::SourceDiffZstd,
@@ -658,9 +678,14 @@ fn compute(
             if opts.bsdiff {
                 consider(
                     &mut best,
-                    OpType::SourceBsdiff,
-                    codec::bsdiff(&old, &new).map_err(gen)?,
+                    OpType::SourceZbsdiff,
+                    zbsdiff::encode(&old, &new, opts.zstd_level).map_err(gen)?,
                 );
+                // Two kernels: their decompressed forms differ far less
+                // than their LZ4 streams (checked by applying it).
+                if let Some(d) = lz4diff::encode(&old, &new, opts.zstd_level).map_err(gen)? {
+                    consider(&mut best, OpType::SourceLz4Bsdiff, d);
+                }
             }
             // Plain compression only has a chance when the best diff is
             // not much smaller than the data: skip the costly attempt

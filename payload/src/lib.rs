@@ -14,7 +14,10 @@ mod codec;
 pub mod error;
 pub mod format;
 pub mod generate;
+pub mod lz4diff;
+pub mod lz4legacy;
 pub mod sign;
+pub mod zbsdiff;
 
 pub use apply::{After, Applier, ApplyProgress, Recorder, Region};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};

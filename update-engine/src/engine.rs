@@ -619,7 +619,9 @@ impl Engine {
             .iter()
             .filter_map(|k| cairn_payload::VerifyingKey::from_bytes(&k.to_bytes()).ok())
             .collect();
-        let applier = Applier::new(&keys);
+        // Scratch space (a decompressed old kernel) goes next to the
+        // downloads: on the state directory's disk, not in a tmpfs.
+        let applier = Applier::new(&keys).with_scratch_dir(self.download_dir());
         let mut delta = a.payload.from_version.is_some();
         let path = self.download(st, &a.version, &a.payload)?;
         let r = self.apply(st, &applier, &disk, &a, &path, &a.payload, &booted, &target);

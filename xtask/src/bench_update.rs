@@ -626,12 +626,15 @@ struct Kind {
     bytes: u64,
 }
 
-const KINDS: [&str; 5] = [
+/// By the op type byte (4, BSDIFF40, is retired).
+const KINDS: [&str; 7] = [
     "REPLACE",
     "ZERO",
     "SOURCE_COPY",
     "SOURCE_DIFF_ZSTD",
-    "SOURCE_BSDIFF",
+    "(retired)",
+    "SOURCE_ZBSDIFF",
+    "SOURCE_LZ4_BSDIFF",
 ];
 
 const REGIONS: [&str; 3] = [
@@ -644,7 +647,7 @@ struct PayloadStats {
     len: u64,
     /// Header, manifest and signatures.
     prefix: u64,
-    kinds: [Kind; 5],
+    kinds: [Kind; 7],
     /// Per region of the partition: blocks written from data (REPLACE and
     /// diffs) and their data bytes (an op's bytes split by its blocks).
     regions: [(u64, f64); 3],
@@ -689,7 +692,7 @@ fn payload_stats(path: &Path, bounds: [u64; 2]) -> Result<PayloadStats> {
         c.take(usize::from(n) + 8 + 32).with_context(bad)?;
     }
     let ops = c.u32().with_context(bad)?;
-    let mut kinds = [Kind::default(); 5];
+    let mut kinds = [Kind::default(); 7];
     let mut regions = [(0u64, 0f64); 3];
     let mut largest = 0;
     for _ in 0..ops {
@@ -1555,6 +1558,9 @@ pub fn run_bench_update(args: &Args) -> Result<()> {
     writeln!(w, "|---|---|---|---|---|")?;
     for (i, name) in KINDS.iter().enumerate() {
         let (k, n) = (ds.kinds[i], ds_nb.kinds[i]);
+        if k.ops == 0 && n.ops == 0 {
+            continue;
+        }
         writeln!(
             w,
             "| {name} | {} | {} | {} | {} / {} / {} |",
