@@ -666,25 +666,33 @@ fn compute(
                     *best = Some((kind, d));
                 }
             }
-            let small =
-                (old.len() as u64).saturating_add(new.len() as u64) <= opts.zstd_diff_max_bytes;
-            if opts.zstd_diff && small {
-                consider(
-                    &mut best,
-                    OpType::SourceDiffZstd,
-                    codec::zstd_diff(&old, &new, opts.zstd_level).map_err(gen)?,
-                );
-            }
-            if opts.bsdiff {
-                consider(
-                    &mut best,
-                    OpType::SourceZbsdiff,
-                    zbsdiff::encode(&old, &new, opts.zstd_level).map_err(gen)?,
-                );
-                // Two kernels: their decompressed forms differ far less
-                // than their LZ4 streams (checked by applying it).
-                if let Some(d) = lz4diff::encode(&old, &new, opts.zstd_level).map_err(gen)? {
-                    consider(&mut best, OpType::SourceLz4Bsdiff, d);
+            // Two kernels: their decompressed forms differ far less than
+            // their LZ4 streams (checked by applying it). Where that works
+            // the diffs of the compressed bytes are not worth their time
+            // (about 8 s for a 14 MB kernel).
+            let kernel = if opts.bsdiff {
+                lz4diff::encode(&old, &new, opts.zstd_level).map_err(gen)?
+            } else {
+                None
+            };
+            if let Some(d) = kernel {
+                consider(&mut best, OpType::SourceLz4Bsdiff, d);
+            } else {
+                let small =
+                    (old.len() as u64).saturating_add(new.len() as u64) <= opts.zstd_diff_max_bytes;
+                if opts.zstd_diff && small {
+                    consider(
+                        &mut best,
+                        OpType::SourceDiffZstd,
+                        codec::zstd_diff(&old, &new, opts.zstd_level).map_err(gen)?,
+                    );
+                }
+                if opts.bsdiff {
+                    consider(
+                        &mut best,
+                        OpType::SourceZbsdiff,
+                        zbsdiff::encode(&old, &new, opts.zstd_level).map_err(gen)?,
+                    );
                 }
             }
             // Plain compression only has a chance when the best diff is

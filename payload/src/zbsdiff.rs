@@ -398,6 +398,45 @@ mod tests {
         roundtrip(&old, &old);
     }
 
+    /// Counts the reads that reach the inner reader.
+    struct Counting<'a>(&'a [u8], usize);
+
+    impl ReadAt for Counting<'_> {
+        fn read_at(&mut self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+            self.1 += 1;
+            self.0.read_at(pos, buf)
+        }
+    }
+
+    #[test]
+    fn cache_returns_the_bytes_and_reads_ahead_only_when_sequential() {
+        let data = noise(2 << 20, 11);
+        let mut c = Cached::new(Counting(&data, 0), data.len() as u64);
+        // Forward runs with small seeks, as bsdiff reads: a few refills.
+        let mut pos = 0u64;
+        let mut buf = vec![0u8; 3000];
+        while pos + 3000 < 1 << 20 {
+            c.read_at(pos, &mut buf).unwrap();
+            assert_eq!(&buf[..], &data[pos as usize..pos as usize + 3000]);
+            pos += 3000 + 17;
+        }
+        assert!(c.inner.1 <= 8, "{} inner reads", c.inner.1);
+        // Jumps read small windows; reads past the end fail.
+        let mut x = 5u64;
+        for _ in 0..200 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let p = x % (data.len() as u64 - 100);
+            let mut b = [0u8; 100];
+            c.read_at(p, &mut b).unwrap();
+            assert_eq!(&b[..], &data[p as usize..p as usize + 100]);
+        }
+        let mut big = vec![0u8; Cached::<Counting>::AHEAD + 1];
+        c.read_at(5, &mut big).unwrap();
+        assert_eq!(&big[..], &data[5..5 + big.len()]);
+        assert!(c.read_at(data.len() as u64 - 10, &mut [0u8; 11]).is_err());
+        assert!(c.read_at(u64::MAX, &mut [0u8; 2]).is_err());
+    }
+
     #[test]
     fn refuses_damaged_patches() {
         let old = noise(100_000, 3);
