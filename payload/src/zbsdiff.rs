@@ -424,7 +424,9 @@ mod tests {
         // Jumps read small windows; reads past the end fail.
         let mut x = 5u64;
         for _ in 0..200 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let p = x % (data.len() as u64 - 100);
             let mut b = [0u8; 100];
             c.read_at(p, &mut b).unwrap();

@@ -627,11 +627,20 @@ impl Engine {
         let r = self.apply(st, &applier, &disk, &a, &path, &a.payload, &booted, &target);
         match r {
             Ok(()) => {}
+            // A delta for another source, or one that does not rebuild its
+            // target here (an op that does not decode, a result whose hash
+            // differs: say an LZ4 library that compresses differently from
+            // the publisher's) would fail the same way on every retry; the
+            // full payload depends on neither.
             Err(e)
                 if delta
                     && matches!(
                         e.downcast_ref::<cairn_payload::Error>(),
-                        Some(cairn_payload::Error::SourceMismatch { .. })
+                        Some(
+                            cairn_payload::Error::SourceMismatch { .. }
+                                | cairn_payload::Error::Decode { .. }
+                                | cairn_payload::Error::TargetHashMismatch { .. }
+                        )
                     ) =>
             {
                 warn!("the delta does not apply ({e:#}); falling back to the full payload");

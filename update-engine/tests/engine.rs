@@ -339,6 +339,30 @@ fn delta_from_another_source_falls_back_to_the_full_payload() {
 }
 
 #[test]
+fn delta_that_does_not_rebuild_its_target_falls_back_to_the_full_payload() {
+    let f = fixture();
+    let h = host(DIR_URL, &f.keys);
+    let e = h.dir_engine(repo_broken_delta());
+    let (r, log) = capture(|| e.update_now());
+    assert_eq!(
+        r.unwrap(),
+        UpdateOutcome::Staged {
+            version: "2.0".into(),
+            slot: 4,
+            label: "USR-B".into(),
+            delta: false
+        }
+    );
+    assert!(
+        log.contains("cannot decode its data") && log.contains("falling back to the full payload"),
+        "{log}"
+    );
+    assert_eq!(h.slot_sha(4), v2_usr_sha());
+    assert_eq!(cgpt(&h.disk, 4, "-P"), "2");
+    assert_eq!(cgpt(&h.disk, 3, "-S"), "1");
+}
+
+#[test]
 fn disk_is_found_through_sys_block_and_dev() {
     let f = fixture();
     let h = host(DIR_URL, &f.keys);

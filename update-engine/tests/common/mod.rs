@@ -151,6 +151,68 @@ pub fn repo_mismatch() -> &'static Path {
     })
 }
 
+/// A repository whose v2 delta is signed, listed with its true size and
+/// SHA-256, and from the hosts' own 1.0, but does not rebuild v2: one op's
+/// data is declared as another op type, so it does not decode. That is
+/// what an engine meets whose decoder differs from the publisher's (an LZ4
+/// library that compresses the kernel differently, say).
+pub fn repo_broken_delta() -> &'static Path {
+    use cairn_payload::format::{Header, HEADER_LEN};
+    use cairn_payload::{Extent, Manifest, OpType};
+    static R: OnceLock<PathBuf> = OnceLock::new();
+    R.get_or_init(|| {
+        let f = fixture();
+        let work = f.dir.join("broken-delta-work");
+        std::fs::create_dir_all(&work).unwrap();
+        let (good, full, bad) = (
+            work.join("delta.cpay"),
+            work.join("full.cpay"),
+            work.join("broken.cpay"),
+        );
+        cairn_builder::publish::write_payload(&f.v2, Some(&f.v1), &[f.key()], &good).unwrap();
+        cairn_builder::publish::write_payload(&f.v2, None, &[f.key()], &full).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let h = Header::parse(&bytes[..HEADER_LEN]).unwrap();
+        let m = &bytes[HEADER_LEN..HEADER_LEN + h.manifest_len as usize];
+        let mut manifest = Manifest::decode(m).unwrap();
+        let op = manifest
+            .ops
+            .iter_mut()
+            .find(|o| o.kind.has_data())
+            .expect("the delta has an op with data");
+        if op.kind == OpType::SourceZbsdiff {
+            op.kind = OpType::Replace;
+            op.src.clear();
+        } else {
+            op.kind = OpType::SourceZbsdiff;
+            op.src = vec![Extent {
+                start: 0,
+                blocks: 1,
+            }];
+        }
+        let mut out = cairn_payload::sign(&manifest, &[f.key().signing_key().clone()]).unwrap();
+        out.extend_from_slice(&bytes[h.prefix_len()..]);
+        std::fs::write(&bad, out).unwrap();
+        let r = f.dir.join("repo-broken-delta");
+        let usr = part(&f.v2_report, 3);
+        cairn_repo::publish(
+            &r,
+            "stable",
+            &[f.key()],
+            cairn_repo::PublishRelease {
+                version: "2.0".into(),
+                full: cairn_repo::PayloadSource::Path(full),
+                deltas: vec![("1.0".into(), cairn_repo::PayloadSource::Path(bad))],
+                target_sha256: v2_usr_sha(),
+                target_size: usr.size,
+            },
+            &cairn_repo::PublishOptions::default(),
+        )
+        .unwrap();
+        r
+    })
+}
+
 /// 3.0 built with a 72 MiB /usr: larger than the hosts' 64 MiB slots.
 pub fn big_image() -> &'static Path {
     static R: OnceLock<PathBuf> = OnceLock::new();
