@@ -25,8 +25,8 @@
 //! bytes, so applying needs three such windows and small buffers, not the
 //! old or new data: the old bytes are read on demand through [`ReadAt`]
 //! (bsdiff reads them in long forward runs) and the output is streamed.
-//! zstd level 19 on the three streams is 15–20% smaller than BSDIFF40's
-//! bzip2 on the kernels and libraries measured (docs/benchmarks.md).
+//! zstd level 19 on the three streams was 15–19% smaller than BSDIFF40's
+//! bzip2 on the two kernel pairs measured (docs/benchmarks.md).
 
 use std::io::{self, Read, Write};
 
