@@ -309,8 +309,16 @@ fn write_view(
         block.resize(n as usize, 0);
         src.read_at(pos + 4, &mut block).map_err(rerr)?;
         let got = lz4legacy::decode_block(&block, &mut raw)?;
-        scratch.write_all(&raw[..got]).map_err(serr)?;
+        // LZ4 expands up to 255 times: stop at the declared length, not
+        // after filling the disk.
         raw_len += got as u64;
+        if raw_len > f.raw_len {
+            return Err(format!(
+                "the source frame decompresses to more than {} bytes",
+                f.raw_len
+            ));
+        }
+        scratch.write_all(&raw[..got]).map_err(serr)?;
         pos += 4 + n;
     }
     if raw_len != f.raw_len {
@@ -416,9 +424,10 @@ mod tests {
         let mut bad = data.clone();
         bad[16..24].copy_from_slice(&0u64.to_le_bytes());
         assert!(run(&bad).unwrap_err().contains("no LZ4 legacy frame"));
+        // The source frame expands past its declared length.
         let mut bad = data.clone();
         bad[32..40].copy_from_slice(&1u64.to_le_bytes());
-        assert!(run(&bad).is_err());
+        assert!(run(&bad).unwrap_err().contains("more than 1 bytes"));
         // Another level recompresses to other bytes (or length).
         let mut other = data.clone();
         other[8] = 1;

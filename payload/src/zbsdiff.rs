@@ -299,7 +299,10 @@ pub fn apply(
     let mut triple = [0u8; 24];
     let werr = |e: io::Error| format!("writing the output: {e}");
     // Until the control stream ends (bsdiff may end with triples that
-    // only seek).
+    // only seek: one per chunk it searched in parallel). Triples that make
+    // no output are bounded, so a small stream cannot spin for long.
+    let mut idle = 0u64;
+    let idle_limit = 4096 + n / 4096;
     while next_triple(&mut ctrl, &mut triple)? {
         let w = |k: usize| {
             let mut b = [0u8; 8];
@@ -312,6 +315,14 @@ pub fn apply(
         };
         if add.checked_add(copy).is_none_or(|l| l > n - newpos) {
             return Err("control triple runs past the output".into());
+        }
+        if add == 0 && copy == 0 {
+            idle += 1;
+            if idle > idle_limit {
+                return Err(format!(
+                    "more than {idle_limit} control triples without output"
+                ));
+            }
         }
         let mut left = add;
         while left > 0 {
@@ -459,6 +470,20 @@ mod tests {
         let mut long = p.clone();
         long.push(0);
         assert!(run(&long, new.len() as u64).unwrap_err().contains("after"));
+        // A control stream of nothing but seeks.
+        let seeks: Vec<u8> = (0..5000)
+            .flat_map(|_| [0i64, 0, 1].into_iter().flat_map(i64::to_le_bytes))
+            .collect();
+        let mut spin = MAGIC.to_vec();
+        let zc = zstd_frame(&seeks, 3).unwrap();
+        let empty = zstd_frame(&[], 3).unwrap();
+        for l in [0, zc.len(), empty.len(), empty.len()] {
+            spin.extend_from_slice(&(l as u64).to_le_bytes());
+        }
+        spin.extend_from_slice(&zc);
+        spin.extend_from_slice(&empty);
+        spin.extend_from_slice(&empty);
+        assert!(run(&spin, 0).unwrap_err().contains("without output"));
         // A header that claims a longer output than the streams hold.
         let mut short = p.clone();
         short[8..16].copy_from_slice(&(new.len() as u64 + 10).to_le_bytes());
