@@ -124,9 +124,13 @@ impl Applier {
         if start > ops {
             return Err(Error::BadResume { resume: start, ops });
         }
+        let cancel = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let check =
-                source.map(|(src, info)| (info, scope.spawn(move || hash_region(src, info.size))));
+            let cancel = &cancel;
+            let check = source.map(|(src, info)| {
+                let hasher = scope.spawn(move || hash_region_until(src, info.size, cancel));
+                (info, hasher)
+            });
             let r = self.run_ops(
                 m,
                 &mut reader,
@@ -135,11 +139,17 @@ impl Applier {
                 progress,
                 start,
             );
+            // A stop or a broken download does not wait for the source's
+            // hash (the apply resumes later); anything else might be the
+            // wrong source's doing, so it waits to say which.
+            if matches!(r, Err(Error::Stopped { .. }) | Err(Error::Io(_))) {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             if let Some((info, hasher)) = check {
                 let actual = hasher
                     .join()
                     .map_err(|_| io::Error::other("the source hashing thread panicked"))??;
-                if actual != info.sha256 {
+                if let Some(actual) = actual.filter(|a| *a != info.sha256) {
                     return Err(Error::SourceMismatch {
                         expected: hex(&info.sha256),
                         actual: hex(&actual),
@@ -285,16 +295,29 @@ fn check_fits(r: Region<'_>, size: u64, what: &'static str) -> Result<(), Error>
 
 /// sha256 of `len` bytes of a region.
 pub fn hash_region(r: Region<'_>, len: u64) -> Result<[u8; 32], Error> {
+    let never = std::sync::atomic::AtomicBool::new(false);
+    hash_region_until(r, len, &never)?.ok_or_else(|| io::Error::other("hash cancelled").into())
+}
+
+/// [`hash_region`], or None once `cancel` is set.
+fn hash_region_until(
+    r: Region<'_>,
+    len: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Option<[u8; 32]>, Error> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     while pos < len {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(None);
+        }
         let n = (len - pos).min(CHUNK as u64) as usize;
         r.file.read_exact_at(&mut buf[..n], r.offset + pos)?;
         h.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(h.finalize().into())
+    Ok(Some(h.finalize().into()))
 }
 
 /// Reads the bytes of `extents` of a region, in order.
