@@ -110,6 +110,11 @@ enum Command {
         /// and bigger).
         #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
         zstd_level: i32,
+        /// Also try zstd patch-from for changed files (source + target
+        /// up to 8 MiB) and keep it where it beats bsdiff: about 2%
+        /// smaller deltas, twice the generation time.
+        #[arg(long)]
+        zstd_patch_from: bool,
         #[arg(long)]
         json: bool,
     },
@@ -140,6 +145,9 @@ enum Command {
         /// zstd level of the payloads (1-22; lower is faster and bigger).
         #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
         zstd_level: i32,
+        /// Also try zstd patch-from in the deltas (see `cairn payload`).
+        #[arg(long)]
+        zstd_patch_from: bool,
         #[arg(long)]
         json: bool,
     },
@@ -394,11 +402,13 @@ fn run(cli: Cli) -> Result<()> {
             key,
             out,
             zstd_level,
+            zstd_patch_from,
             json,
         } => {
             let keys = cairn_builder::publish::load_keys(&key)?;
             let gen = cairn_payload::GenerateOptions {
                 zstd_level,
+                zstd_diff: zstd_patch_from,
                 ..Default::default()
             };
             let s = cairn_builder::publish::write_payload_with(
@@ -455,6 +465,7 @@ fn run(cli: Cli) -> Result<()> {
             keep,
             force,
             zstd_level,
+            zstd_patch_from,
             json,
         } => {
             let keys = cairn_builder::publish::load_keys(&key)?;
@@ -466,6 +477,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let gen = cairn_payload::GenerateOptions {
                 zstd_level,
+                zstd_diff: zstd_patch_from,
                 ..Default::default()
             };
             let p = cairn_builder::publish::publish_with(

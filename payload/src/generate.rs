@@ -38,7 +38,10 @@ pub struct GenerateOptions {
     pub threads: usize,
     /// Most blocks batched into one REPLACE op.
     pub replace_batch_blocks: u64,
-    /// Try zstd patch-from for changed files.
+    /// Also try zstd patch-from for changed files (off by default: on the
+    /// benchmark's security update it made the delta 1.9% smaller and
+    /// generation twice as long, 47 s instead of 24 s; see
+    /// docs/benchmarks.md).
     pub zstd_diff: bool,
     /// Try bsdiff (zstd streams) for changed files, and for kernels the
     /// diff of their decompressed forms.
@@ -62,7 +65,7 @@ impl Default for GenerateOptions {
             zstd_level: 19,
             threads: 2,
             replace_batch_blocks: 512,
-            zstd_diff: true,
+            zstd_diff: false,
             bsdiff: true,
             zstd_diff_max_bytes: 8 << 20,
             diff_group_blocks: 512,

@@ -362,6 +362,43 @@ fn full_and_delta_reproduce_v2() {
     }
 }
 
+#[test]
+fn zstd_patch_from_deltas_apply_too() {
+    // Off by default (it costs generation time for little size), but
+    // still a format op the applier must get right.
+    let f = fixture();
+    let opts = GenerateOptions {
+        zstd_diff: true,
+        target_version: Some("2.0".into()),
+        source_version: Some("1.0".into()),
+        ..GenerateOptions::default()
+    };
+    let mut delta = Vec::new();
+    let s = generate(
+        &f.v2,
+        Some(&f.v1),
+        std::slice::from_ref(&f.key),
+        &opts,
+        &mut delta,
+    )
+    .unwrap();
+    assert!(s.zstd_diff_blocks > 0, "{s:?}");
+    let m = verify(&delta, &[f.key.verifying_key()]).unwrap().manifest;
+    assert!(m.ops.iter().any(|o| o.kind == OpType::SourceDiffZstd));
+    assert_eq!(f.delta_summary.zstd_diff_blocks, 0);
+    let (_d, disk) = device(f);
+    apply_to(
+        f,
+        &disk,
+        &delta,
+        delta.as_slice(),
+        None,
+        &mut Recorder::default(),
+    )
+    .unwrap();
+    assert_slot_is_v2(f, &disk);
+}
+
 fn data_start(payload: &[u8]) -> usize {
     Header::parse(payload).unwrap().prefix_len()
 }
