@@ -40,7 +40,7 @@ pub struct GenerateOptions {
     pub replace_batch_blocks: u64,
     /// Also try zstd patch-from for changed files (off by default: on the
     /// benchmark's security update it made the delta 1.9% smaller and
-    /// generation twice as long, 47 s instead of 24 s; see
+    /// generation nearly twice as long, 47 s instead of 26 s; see
     /// docs/benchmarks.md).
     pub zstd_diff: bool,
     /// Try bsdiff (zstd streams) for changed files, and for kernels the
