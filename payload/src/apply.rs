@@ -1,8 +1,10 @@
 //! The streaming applier.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::mpsc;
 
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
@@ -90,7 +92,10 @@ impl Applier {
     /// [`Error::Stopped`]. A read error on the payload stream also syncs
     /// and reports the ops written so far before returning the error.
     /// At the end the target is synced once, `durable(op count)` is called
-    /// and the whole target's sha256 is checked.
+    /// and the whole target's sha256 is checked. That hash is taken from
+    /// the bytes as they are written, in order ([`TargetWriter`]), not by
+    /// reading the slot back: bytes written out of order, by an earlier
+    /// run (resume) or by no op are read back from the target.
     pub fn apply(
         &self,
         mut reader: impl Read,
@@ -125,7 +130,7 @@ impl Applier {
             return Err(Error::BadResume { resume: start, ops });
         }
         let cancel = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|scope| {
+        let actual = std::thread::scope(|scope| {
             let cancel = &cancel;
             let check = source.map(|(src, info)| {
                 let hasher = scope.spawn(move || hash_region_until(src, info.size, cancel));
@@ -134,7 +139,7 @@ impl Applier {
             let r = self.run_ops(
                 m,
                 &mut reader,
-                target,
+                TargetWriter::new(target, m.target_size),
                 source.map(|(s, _)| s),
                 progress,
                 start,
@@ -158,7 +163,6 @@ impl Applier {
             }
             r
         })?;
-        let actual = hash_region(target, m.target_size)?;
         if actual != m.target_sha256 {
             return Err(Error::TargetHashMismatch {
                 expected: hex(&m.target_sha256),
@@ -168,22 +172,27 @@ impl Applier {
         Ok(verified)
     }
 
-    /// The ops from `start` on, with checkpoints; syncs at the end.
+    /// The ops from `start` on, with checkpoints; syncs at the end and
+    /// returns the target's sha256.
     fn run_ops(
         &self,
         m: &crate::format::Manifest,
         reader: &mut impl Read,
-        target: Region<'_>,
+        mut target: TargetWriter<'_>,
         source: Option<Region<'_>>,
         progress: &mut dyn ApplyProgress,
         start: u32,
-    ) -> Result<(), Error> {
+    ) -> Result<[u8; 32], Error> {
         let ops = m.ops.len() as u32;
         // Ops `start..written` are written but maybe not yet durable.
         let mut written = start;
         for (i, op) in m.ops.iter().enumerate() {
             let i = i as u32;
             if i < start {
+                // Written by an earlier run: hashed from the disk.
+                for e in &op.dst {
+                    target.written_before(e.start * BS, e.blocks * BS);
+                }
                 let skipped = io::copy(&mut (&mut *reader).take(op.data_len), &mut io::sink())?;
                 if skipped != op.data_len {
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
@@ -195,7 +204,7 @@ impl Applier {
                 // The payload stream broke, the target did not: keep what
                 // is written so a resume starts here.
                 if written > start {
-                    target.file.sync_data()?;
+                    target.region.file.sync_data()?;
                     progress.durable(written)?;
                 }
                 return Err(e.into());
@@ -203,24 +212,24 @@ impl Applier {
             if op.kind.has_data() && Sha256::digest(&data).as_slice() != op.data_sha256 {
                 return Err(Error::DataHashMismatch { op: i });
             }
-            run_op(i, op, &data, target, source, &|| self.scratch())?;
+            run_op(i, op, &data, &mut target, source, &|| self.scratch())?;
             written = i + 1;
             match progress.written(i) {
                 After::Continue => {}
                 After::Checkpoint => {
-                    target.file.sync_data()?;
+                    target.region.file.sync_data()?;
                     progress.durable(written)?;
                 }
                 After::Stop => {
-                    target.file.sync_data()?;
+                    target.region.file.sync_data()?;
                     progress.durable(written)?;
                     return Err(Error::Stopped { next_op: written });
                 }
             }
         }
-        target.file.sync_data()?;
+        target.region.file.sync_data()?;
         progress.durable(ops)?;
-        Ok(())
+        target.finish()
     }
 }
 
@@ -395,19 +404,19 @@ impl ReadAt for ExtentReader<'_> {
 /// Writes a byte stream into a list of extents in order, buffering up to
 /// [`CHUNK`] bytes; refuses bytes past the extents' end. `finish` flushes
 /// and checks the extents were filled exactly.
-struct ExtentWriter<'a> {
-    region: Region<'a>,
-    extents: &'a [Extent],
+struct ExtentWriter<'w, 'a> {
+    target: &'w mut TargetWriter<'a>,
+    extents: &'w [Extent],
     /// Index of the extent being filled, and the byte offset in it.
     at: usize,
     off: u64,
     buf: Vec<u8>,
 }
 
-impl<'a> ExtentWriter<'a> {
-    fn new(region: Region<'a>, extents: &'a [Extent]) -> ExtentWriter<'a> {
+impl<'w, 'a> ExtentWriter<'w, 'a> {
+    fn new(target: &'w mut TargetWriter<'a>, extents: &'w [Extent]) -> ExtentWriter<'w, 'a> {
         ExtentWriter {
-            region,
+            target,
             extents,
             at: 0,
             off: 0,
@@ -423,10 +432,8 @@ impl<'a> ExtentWriter<'a> {
             };
             let room = e.blocks * BS - self.off;
             let n = (room.min((self.buf.len() - pos) as u64)) as usize;
-            self.region.file.write_all_at(
-                &self.buf[pos..pos + n],
-                self.region.offset + e.start * BS + self.off,
-            )?;
+            self.target
+                .write_at(e.start * BS + self.off, &self.buf[pos..pos + n])?;
             pos += n;
             self.off += n as u64;
             if self.off == e.blocks * BS {
@@ -447,7 +454,7 @@ impl<'a> ExtentWriter<'a> {
     }
 }
 
-impl Write for ExtentWriter<'_> {
+impl Write for ExtentWriter<'_, '_> {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         let n = b.len().min(CHUNK - self.buf.len());
         self.buf.extend_from_slice(&b[..n]);
@@ -458,6 +465,223 @@ impl Write for ExtentWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.drain()
+    }
+}
+
+/// Zero bytes to hash for ranges that were zeroed, not written.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Writes the target slot (positions relative to its start) and hashes
+/// it on the way: bytes written at the hash's cursor are hashed straight
+/// from the write, so the slot is not read back at the end. The generator
+/// emits ops in destination order, so that is nearly all of them.
+///
+/// Bytes written past the cursor are noted and, when the cursor reaches
+/// them, read back from the target (zeroed ranges are hashed as zeros
+/// without reading); so are ranges an earlier run wrote
+/// ([`TargetWriter::written_before`]) and, at the end, bytes no op wrote.
+/// If a write lands on bytes already hashed or noted (ops whose
+/// destinations overlap), the whole target is read back at the end
+/// instead. Either way the result is the hash of what the slot holds.
+/// What the target's hashing thread is sent, in order.
+enum ToHash {
+    Bytes(Vec<u8>),
+    Zeros(u64),
+}
+
+struct TargetWriter<'a> {
+    region: Region<'a>,
+    len: u64,
+    /// The hashing thread: SHA-256 runs beside the ops (decompression,
+    /// patching, the kernel's LZ4 compression) instead of after each.
+    /// At most one buffer waits for it, which bounds its memory.
+    tx: mpsc::SyncSender<ToHash>,
+    hasher: std::thread::JoinHandle<[u8; 32]>,
+    /// Bytes `0..cursor` are hashed.
+    cursor: u64,
+    /// Ranges past the cursor written (or zeroed: the flag) but not yet
+    /// hashed: start -> (end, zeroed). Adjacent ranges of a kind merge.
+    pending: BTreeMap<u64, (u64, bool)>,
+    /// Overlapping writes were seen: hash the whole target at the end.
+    reread: bool,
+}
+
+impl<'a> TargetWriter<'a> {
+    fn new(region: Region<'a>, len: u64) -> TargetWriter<'a> {
+        let (tx, rx) = mpsc::sync_channel::<ToHash>(1);
+        let hasher = std::thread::spawn(move || {
+            let mut h = Sha256::new();
+            for m in rx {
+                match m {
+                    ToHash::Bytes(b) => h.update(&b),
+                    ToHash::Zeros(mut n) => {
+                        while n > 0 {
+                            let k = n.min(ZEROS.len() as u64) as usize;
+                            h.update(&ZEROS[..k]);
+                            n -= k as u64;
+                        }
+                    }
+                }
+            }
+            <[u8; 32]>::from(h.finalize())
+        });
+        TargetWriter {
+            region,
+            len,
+            tx,
+            hasher,
+            cursor: 0,
+            pending: BTreeMap::new(),
+            reread: false,
+        }
+    }
+
+    /// Writes `b` at `pos`.
+    fn write_at(&mut self, pos: u64, b: &[u8]) -> io::Result<()> {
+        self.region.file.write_all_at(b, self.region.offset + pos)?;
+        if self.reread || b.is_empty() {
+            return Ok(());
+        }
+        // Ranges an earlier run wrote may start at the cursor.
+        self.drain()?;
+        if pos == self.cursor {
+            self.send(ToHash::Bytes(b.to_vec()))?;
+            self.cursor += b.len() as u64;
+            self.drain()
+        } else {
+            self.note(pos, b.len() as u64, false);
+            Ok(())
+        }
+    }
+
+    /// Zeroes `len` bytes at `pos`: as unwritten extents or a zeroing
+    /// command where the file system or device can, else by writing.
+    fn zero(&mut self, pos: u64, len: u64) -> io::Result<()> {
+        if !zero_range(self.region.file, self.region.offset + pos, len) {
+            let mut at = pos;
+            while at < pos + len {
+                let n = (pos + len - at).min(ZEROS.len() as u64) as usize;
+                self.region
+                    .file
+                    .write_all_at(&ZEROS[..n], self.region.offset + at)?;
+                at += n as u64;
+            }
+        }
+        if self.reread || len == 0 {
+            return Ok(());
+        }
+        self.drain()?;
+        if pos == self.cursor {
+            self.hash_zeros(len)?;
+            self.drain()
+        } else {
+            self.note(pos, len, true);
+            Ok(())
+        }
+    }
+
+    /// `len` bytes at `pos` hold what an earlier run wrote.
+    fn written_before(&mut self, pos: u64, len: u64) {
+        if !self.reread && len > 0 {
+            self.note(pos, len, false);
+        }
+    }
+
+    fn note(&mut self, pos: u64, len: u64, zeroed: bool) {
+        let end = pos.saturating_add(len);
+        let before = self.pending.range(..end).next_back().map(|(&s, &v)| (s, v));
+        if pos < self.cursor || end > self.len || before.is_some_and(|(_, (e, _))| e > pos) {
+            self.reread = true;
+            self.pending.clear();
+            return;
+        }
+        let (mut start, mut stop) = (pos, end);
+        if let Some((s, (e, z))) = before {
+            if e == pos && z == zeroed {
+                self.pending.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(&(e, z)) = self.pending.get(&end) {
+            if z == zeroed {
+                self.pending.remove(&end);
+                stop = e;
+            }
+        }
+        self.pending.insert(start, (stop, zeroed));
+    }
+
+    /// Hashes the noted ranges that now start at the cursor.
+    fn drain(&mut self) -> io::Result<()> {
+        while let Some((&s, &(e, zeroed))) = self.pending.first_key_value() {
+            if s > self.cursor {
+                break;
+            }
+            self.pending.remove(&s);
+            if s < self.cursor {
+                // A write covered a noted range.
+                self.reread = true;
+                self.pending.clear();
+                break;
+            }
+            if zeroed {
+                self.hash_zeros(e - s)?;
+            } else {
+                self.hash_from_disk(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, m: ToHash) -> io::Result<()> {
+        self.tx
+            .send(m)
+            .map_err(|_| io::Error::other("the target's hashing thread stopped"))
+    }
+
+    fn hash_zeros(&mut self, len: u64) -> io::Result<()> {
+        self.cursor += len;
+        self.send(ToHash::Zeros(len))
+    }
+
+    /// Hashes the target's bytes from the cursor to `end`, read back.
+    fn hash_from_disk(&mut self, end: u64) -> io::Result<()> {
+        if end <= self.cursor {
+            return Ok(());
+        }
+        while self.cursor < end {
+            let n = (end - self.cursor).min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; n];
+            self.region
+                .file
+                .read_exact_at(&mut buf, self.region.offset + self.cursor)?;
+            self.send(ToHash::Bytes(buf))?;
+            self.cursor += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The sha256 of the whole target (call after the last write).
+    fn finish(mut self) -> Result<[u8; 32], Error> {
+        if self.reread {
+            return hash_region(self.region, self.len);
+        }
+        while let Some((s, (e, zeroed))) = self.pending.pop_first() {
+            // Bytes no op wrote, then the noted range.
+            self.hash_from_disk(s)?;
+            if zeroed {
+                self.hash_zeros(e - s)?;
+            } else {
+                self.hash_from_disk(e)?;
+            }
+        }
+        let len = self.len;
+        self.hash_from_disk(len)?;
+        let TargetWriter { tx, hasher, .. } = self;
+        drop(tx);
+        Ok(hasher
+            .join()
+            .map_err(|_| io::Error::other("the target's hashing thread panicked"))?)
     }
 }
 
@@ -480,7 +704,7 @@ fn run_op(
     i: u32,
     op: &Op,
     data: &[u8],
-    target: Region<'_>,
+    target: &mut TargetWriter<'_>,
     source: Option<Region<'_>>,
     scratch: &dyn Fn() -> io::Result<File>,
 ) -> Result<(), Error> {
@@ -489,20 +713,8 @@ fn run_op(
     let src = || source.ok_or(Error::SourceRequired);
     match op.kind {
         OpType::Zero => {
-            let mut zeros: Vec<u8> = Vec::new();
             for e in &op.dst {
-                let (pos, end) = (e.start * BS, e.end() * BS);
-                if zero_range(target.file, target.offset + pos, end - pos) {
-                    continue;
-                }
-                // The file system or device cannot zero a range: write.
-                zeros.resize(CHUNK, 0);
-                let mut pos = pos;
-                while pos < end {
-                    let n = (end - pos).min(CHUNK as u64) as usize;
-                    target.file.write_all_at(&zeros[..n], target.offset + pos)?;
-                    pos += n as u64;
-                }
+                target.zero(e.start * BS, e.blocks * BS)?;
             }
         }
         OpType::SourceCopy => {
@@ -523,9 +735,7 @@ fn run_op(
                     let bytes = (n * BS) as usize;
                     s.file
                         .read_exact_at(&mut buf[..bytes], s.offset + (se.start + soff) * BS)?;
-                    target
-                        .file
-                        .write_all_at(&buf[..bytes], target.offset + (d.start + doff) * BS)?;
+                    target.write_at((d.start + doff) * BS, &buf[..bytes])?;
                     doff += n;
                     soff += n;
                     if soff == se.blocks {
@@ -572,4 +782,109 @@ fn run_op(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEN: u64 = 3 << 20;
+
+    /// A target file holding stale bytes (the slot's old contents).
+    fn stale_target() -> File {
+        let f = tempfile::tempfile().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let stale: Vec<u8> = (0..LEN)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        f.write_all_at(&stale, 0).unwrap();
+        f
+    }
+
+    fn on_disk(f: &File) -> [u8; 32] {
+        let mut all = vec![0u8; LEN as usize];
+        f.read_exact_at(&mut all, 0).unwrap();
+        Sha256::digest(&all).into()
+    }
+
+    /// (position, length, zero?) in 4 KiB units.
+    type Step = (u64, u64, bool);
+
+    fn run(steps: &[Step], before: &[Step]) -> (bool, [u8; 32], [u8; 32]) {
+        let f = stale_target();
+        let region = Region {
+            file: &f,
+            offset: 0,
+        };
+        let mut t = TargetWriter::new(region, LEN);
+        for &(p, n, _) in before {
+            f.write_all_at(&vec![0xa5; (n * BS) as usize], p * BS)
+                .unwrap();
+            t.written_before(p * BS, n * BS);
+        }
+        for (k, &(p, n, zero)) in steps.iter().enumerate() {
+            if zero {
+                t.zero(p * BS, n * BS).unwrap();
+            } else {
+                t.write_at(p * BS, &vec![k as u8 + 1; (n * BS) as usize])
+                    .unwrap();
+            }
+        }
+        let reread = t.reread;
+        let got = t.finish().unwrap();
+        (reread, got, on_disk(&f))
+    }
+
+    #[test]
+    fn in_order_writes_are_hashed_as_written() {
+        let steps = [
+            (0, 10, false),
+            (10, 200, true),
+            (210, 300, false),
+            (510, 258, true),
+        ];
+        let (reread, got, want) = run(&steps, &[]);
+        assert!(!reread);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn out_of_order_gaps_and_resumed_ranges_hash_what_the_slot_holds() {
+        // Out of order, with a gap (700..768 keeps its stale bytes) and
+        // zeroed ranges noted ahead of the cursor.
+        let steps = [
+            (300, 50, true),
+            (0, 100, false),
+            (500, 200, false),
+            (100, 200, false),
+            (350, 150, true),
+        ];
+        let (reread, got, want) = run(&steps, &[]);
+        assert!(!reread);
+        assert_eq!(got, want);
+        // A resume: ranges an earlier run wrote, at the start and later.
+        let (reread, got, want) = run(&[(64, 400, false)], &[(0, 64, false), (600, 100, false)]);
+        assert!(!reread);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn overlapping_writes_fall_back_to_reading_the_slot() {
+        for steps in [
+            // Over bytes already hashed.
+            vec![(0, 100, false), (50, 10, false)],
+            // Over a noted range, and a zeroed one.
+            vec![(200, 100, false), (250, 10, true), (0, 10, false)],
+            vec![(200, 100, true), (150, 100, false), (0, 768, false)],
+        ] {
+            let (reread, got, want) = run(&steps, &[]);
+            assert!(reread, "{steps:?}");
+            assert_eq!(got, want, "{steps:?}");
+        }
+    }
 }
