@@ -127,19 +127,27 @@ pub fn encode(old: &[u8], new: &[u8], zstd_level: i32) -> Result<Option<Vec<u8>>
     data.extend_from_slice(&zbsdiff::encode(&old_view, &new_view, zstd_level)?);
     // Applying it must give `new` exactly (a library whose compressor
     // differs after the first block, say); else the op is not used.
-    let mut out = Vec::with_capacity(new.len());
-    let mut scratch = tempfile::tempfile().map_err(|e| format!("scratch file: {e}"))?;
-    match apply(
-        &mut &old[..],
-        old.len() as u64,
-        &data,
-        new.len() as u64,
-        &mut out,
-        &mut scratch,
-    ) {
-        Ok(()) if out == new => Ok(Some(data)),
+    match apply_to_vec(old, &data, new.len() as u64) {
+        Ok(out) if out == new => Ok(Some(data)),
         _ => Ok(None),
     }
+}
+
+/// [`apply`] with `old` in memory and the result returned, through an
+/// unnamed scratch file in the system's temporary directory: for the
+/// generator's own check and for tests.
+pub fn apply_to_vec(old: &[u8], data: &[u8], new_len: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut scratch = tempfile::tempfile().map_err(|e| format!("scratch file: {e}"))?;
+    apply(
+        &mut &old[..],
+        old.len() as u64,
+        data,
+        new_len,
+        &mut out,
+        &mut scratch,
+    )?;
+    Ok(out)
 }
 
 /// The scratch file, read by position.
@@ -381,18 +389,7 @@ mod tests {
             "{fo:?} {fnew:?}"
         );
         let data = encode(&old, &new, 3).unwrap().expect("both are bzImages");
-        let mut out = Vec::new();
-        let mut scratch = tempfile::tempfile().unwrap();
-        apply(
-            &mut &old[..],
-            old.len() as u64,
-            &data,
-            new.len() as u64,
-            &mut out,
-            &mut scratch,
-        )
-        .unwrap();
-        assert_eq!(out, new);
+        assert_eq!(apply_to_vec(&old, &data, new.len() as u64).unwrap(), new);
         assert!(data.len() < 100_000, "{} bytes", data.len());
         // Not a bzImage: no op.
         assert!(encode(&old[600..], &new, 3).unwrap().is_none());
@@ -403,18 +400,7 @@ mod tests {
         let old = bzimage(&code(200_000, 1), 1);
         let new = bzimage(&code(200_500, 2), 2);
         let data = encode(&old, &new, 3).unwrap().unwrap();
-        let run = |d: &[u8]| {
-            let mut out = Vec::new();
-            let mut scratch = tempfile::tempfile().unwrap();
-            apply(
-                &mut &old[..],
-                old.len() as u64,
-                d,
-                new.len() as u64,
-                &mut out,
-                &mut scratch,
-            )
-        };
+        let run = |d: &[u8]| apply_to_vec(&old, d, new.len() as u64);
         let mut bad = data.clone();
         bad[8] = 13;
         assert!(run(&bad).unwrap_err().contains("level"));
@@ -431,16 +417,6 @@ mod tests {
         // Another level recompresses to other bytes (or length).
         let mut other = data.clone();
         other[8] = 1;
-        let mut out = Vec::new();
-        let mut scratch = tempfile::tempfile().unwrap();
-        let r = apply(
-            &mut &old[..],
-            old.len() as u64,
-            &other,
-            new.len() as u64,
-            &mut out,
-            &mut scratch,
-        );
-        assert!(r.is_err() || out != new);
+        assert!(!matches!(run(&other), Ok(out) if out == new));
     }
 }
