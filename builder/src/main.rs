@@ -429,6 +429,7 @@ fn run(cli: Cli) -> Result<()> {
                         "files_unchanged": s.files_unchanged,
                         "files_changed": s.files_changed,
                         "files_renamed": s.files_renamed,
+                        "diffs_replaced": s.diffs_replaced,
                         "boot_regions_diffed": s.boot_regions_diffed,
                         "blocks": {
                             "replace": s.replace_blocks,
