@@ -129,6 +129,7 @@ impl Applier {
         if start > ops {
             return Err(Error::BadResume { resume: start, ops });
         }
+        let writer = TargetWriter::new(target, m.target_size)?;
         let cancel = std::sync::atomic::AtomicBool::new(false);
         let actual = std::thread::scope(|scope| {
             let cancel = &cancel;
@@ -139,7 +140,7 @@ impl Applier {
             let r = self.run_ops(
                 m,
                 &mut reader,
-                TargetWriter::new(target, m.target_size),
+                writer,
                 source.map(|(s, _)| s),
                 progress,
                 start,
@@ -471,10 +472,17 @@ impl Write for ExtentWriter<'_, '_> {
 /// Zero bytes to hash for ranges that were zeroed, not written.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
+/// What the target's hashing thread is sent, in order.
+enum ToHash {
+    Bytes(Vec<u8>),
+    Zeros(u64),
+}
+
 /// Writes the target slot (positions relative to its start) and hashes
 /// it on the way: bytes written at the hash's cursor are hashed straight
 /// from the write, so the slot is not read back at the end. The generator
-/// emits ops in destination order, so that is nearly all of them.
+/// emits ops in the order of their first destination block, so most
+/// bytes arrive in order (a diff op's later extents do not).
 ///
 /// Bytes written past the cursor are noted and, when the cursor reaches
 /// them, read back from the target (zeroed ranges are hashed as zeros
@@ -483,12 +491,6 @@ static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 /// If a write lands on bytes already hashed or noted (ops whose
 /// destinations overlap), the whole target is read back at the end
 /// instead. Either way the result is the hash of what the slot holds.
-/// What the target's hashing thread is sent, in order.
-enum ToHash {
-    Bytes(Vec<u8>),
-    Zeros(u64),
-}
-
 struct TargetWriter<'a> {
     region: Region<'a>,
     len: u64,
@@ -507,25 +509,27 @@ struct TargetWriter<'a> {
 }
 
 impl<'a> TargetWriter<'a> {
-    fn new(region: Region<'a>, len: u64) -> TargetWriter<'a> {
+    fn new(region: Region<'a>, len: u64) -> io::Result<TargetWriter<'a>> {
         let (tx, rx) = mpsc::sync_channel::<ToHash>(1);
-        let hasher = std::thread::spawn(move || {
-            let mut h = Sha256::new();
-            for m in rx {
-                match m {
-                    ToHash::Bytes(b) => h.update(&b),
-                    ToHash::Zeros(mut n) => {
-                        while n > 0 {
-                            let k = n.min(ZEROS.len() as u64) as usize;
-                            h.update(&ZEROS[..k]);
-                            n -= k as u64;
+        let hasher = std::thread::Builder::new()
+            .name("target-hash".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for m in rx {
+                    match m {
+                        ToHash::Bytes(b) => h.update(&b),
+                        ToHash::Zeros(mut n) => {
+                            while n > 0 {
+                                let k = n.min(ZEROS.len() as u64) as usize;
+                                h.update(&ZEROS[..k]);
+                                n -= k as u64;
+                            }
                         }
                     }
                 }
-            }
-            <[u8; 32]>::from(h.finalize())
-        });
-        TargetWriter {
+                <[u8; 32]>::from(h.finalize())
+            })?;
+        Ok(TargetWriter {
             region,
             len,
             tx,
@@ -533,7 +537,7 @@ impl<'a> TargetWriter<'a> {
             cursor: 0,
             pending: BTreeMap::new(),
             reread: false,
-        }
+        })
     }
 
     /// Writes `b` at `pos`.
@@ -821,7 +825,7 @@ mod tests {
             file: &f,
             offset: 0,
         };
-        let mut t = TargetWriter::new(region, LEN);
+        let mut t = TargetWriter::new(region, LEN).unwrap();
         for &(p, n, _) in before {
             f.write_all_at(&vec![0xa5; (n * BS) as usize], p * BS)
                 .unwrap();
