@@ -628,13 +628,18 @@ impl<'a> TargetWriter<'a> {
                 self.pending.clear();
                 break;
             }
-            if zeroed {
-                self.hash_zeros(e - s)?;
-            } else {
-                self.hash_from_disk(e)?;
-            }
+            self.hash_noted(s, e, zeroed)?;
         }
         Ok(())
+    }
+
+    /// Hashes a noted range that starts at the cursor.
+    fn hash_noted(&mut self, start: u64, end: u64, zeroed: bool) -> io::Result<()> {
+        if zeroed {
+            self.hash_zeros(end - start)
+        } else {
+            self.hash_from_disk(end)
+        }
     }
 
     fn send(&self, m: ToHash) -> io::Result<()> {
@@ -650,9 +655,6 @@ impl<'a> TargetWriter<'a> {
 
     /// Hashes the target's bytes from the cursor to `end`, read back.
     fn hash_from_disk(&mut self, end: u64) -> io::Result<()> {
-        if end <= self.cursor {
-            return Ok(());
-        }
         while self.cursor < end {
             let n = (end - self.cursor).min(CHUNK as u64) as usize;
             let mut buf = vec![0u8; n];
@@ -673,11 +675,7 @@ impl<'a> TargetWriter<'a> {
         while let Some((s, (e, zeroed))) = self.pending.pop_first() {
             // Bytes no op wrote, then the noted range.
             self.hash_from_disk(s)?;
-            if zeroed {
-                self.hash_zeros(e - s)?;
-            } else {
-                self.hash_from_disk(e)?;
-            }
+            self.hash_noted(s, e, zeroed)?;
         }
         let len = self.len;
         self.hash_from_disk(len)?;
