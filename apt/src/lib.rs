@@ -19,6 +19,9 @@
 //!    and SHA-256 of its index entry; files are stored by hash, written
 //!    under a temporary name and renamed only once verified.
 //!
+//! [`sources`] reads the build host's apt sources, which give the mirror
+//! for a suite when a manifest names none.
+//!
 //! [`fetch`] abstracts the network ([`Transport`]) so everything above
 //! runs offline in tests. See `docs/apt.md` for the rules and the known
 //! differences from apt.
@@ -52,6 +55,7 @@ pub mod index;
 pub mod relation;
 pub mod release;
 pub mod resolve;
+pub mod sources;
 pub mod version;
 
 pub use archive::{Archive, Downloaded, Error, Loaded, ReleaseInfo, Source};
@@ -61,4 +65,5 @@ pub use hex::encode as hex_encode;
 pub use index::{Package, Universe, UniverseBuilder};
 pub use release::{Keyring, Release, ReleaseError};
 pub use resolve::{resolve, Baseline, Resolution, ResolveError, ResolveOptions};
+pub use sources::{HostSource, HostSources, SourcesError};
 pub use version::Version;
