@@ -10,13 +10,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use cairn_apt::{
-    resolve, Archive, Baseline, Cache, CacheError, HttpTransport, Keyring, ResolveOptions,
-    RetryPolicy, UniverseBuilder,
+    resolve, Archive, Baseline, Cache, CacheError, HostSources, HttpTransport, Keyring,
+    ResolveOptions, RetryPolicy, UniverseBuilder,
 };
 
 use crate::image::{BuildError, Progress};
-use crate::lock::{inputs_hash, lock_path, Lock, LockedPackage, LockedRelease, LOCK_VERSION};
-use crate::manifest::{AptBaseline, AptSource, Manifest};
+use crate::lock::{inputs_hash, Lock, LockedPackage, LockedRelease, LOCK_VERSION};
+use crate::manifest::{check_mirror, AptBaseline, AptSource, Manifest};
+
+/// The build host's apt configuration, where an entry without `mirror`
+/// finds its mirror.
+pub const HOST_APT_DIR: &str = "/etc/apt";
 
 /// Settings for apt content that are not part of the manifest.
 #[derive(Debug, Clone)]
@@ -25,6 +29,10 @@ pub struct AptOptions {
     pub cache_dir: PathBuf,
     /// Retries for transient network errors.
     pub retry: RetryPolicy,
+    /// Where the mirrors of entries without `mirror` come from: a folder
+    /// laid out like `/etc/apt` (`sources.list`, `sources.list.d/`) or one
+    /// sources file. `$CAIRN_APT_SOURCES`, else [`HOST_APT_DIR`].
+    pub host_sources: PathBuf,
 }
 
 impl Default for AptOptions {
@@ -42,7 +50,7 @@ impl AptOptions {
             .unwrap_or_else(default_cache_dir);
         AptOptions {
             cache_dir,
-            retry: RetryPolicy::default(),
+            ..AptOptions::with_cache_dir(PathBuf::new())
         }
     }
 
@@ -50,7 +58,26 @@ impl AptOptions {
         AptOptions {
             cache_dir: cache_dir.into(),
             retry: RetryPolicy::default(),
+            host_sources: std::env::var_os("CAIRN_APT_SOURCES")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(HOST_APT_DIR)),
         }
+    }
+
+    fn read_host_sources(&self) -> Result<HostSources, BuildError> {
+        let p = &self.host_sources;
+        let read = if p.is_dir() {
+            HostSources::read_dir(p)
+        } else {
+            let mut h = HostSources::default();
+            h.add_file(p).map(|()| h)
+        };
+        read.map_err(|e| {
+            BuildError::Apt(format!(
+                "{e:#}; the build host's apt sources give the mirror of apt content that names none (set CAIRN_APT_SOURCES to another sources file, or 'mirror' in the manifest)"
+            ))
+        })
     }
 
     fn cache(&self) -> Result<Cache, BuildError> {
@@ -93,6 +120,63 @@ fn with_manifest(m: &Manifest, message: impl std::fmt::Display) -> BuildError {
     BuildError::Apt(format!("{}: {message}", m.file.display()))
 }
 
+/// The mirror of each apt entry, in manifest order: the manifest's
+/// `mirror`, else the build host's source for the entry's first suite
+/// (`cairn_apt::sources`).
+fn mirrors(
+    m: &Manifest,
+    sources: &[&AptSource],
+    opts: &AptOptions,
+) -> Result<Vec<String>, BuildError> {
+    let mut host: Option<HostSources> = None;
+    let mut out = Vec::with_capacity(sources.len());
+    for s in sources {
+        if let Some(mirror) = &s.mirror {
+            out.push(mirror.clone());
+            continue;
+        }
+        let h = match &mut host {
+            Some(h) => h,
+            None => host.insert(opts.read_host_sources()?),
+        };
+        let suite = s.suites.first().map(String::as_str).unwrap_or_default();
+        let files = || {
+            let f: Vec<String> = h.files.iter().map(|f| f.display().to_string()).collect();
+            if f.is_empty() {
+                format!("nothing under {}", opts.host_sources.display())
+            } else {
+                f.join(", ")
+            }
+        };
+        let Some(found) = h.mirror_for(suite) else {
+            return Err(with_manifest(
+                m,
+                format!(
+                    "{}: the entry names no 'mirror' and the build host's apt sources ({}) have no 'deb' source for suite '{suite}' or one of its kind; add mirror = \"http://...\" to the entry, or set CAIRN_APT_SOURCES to an apt sources file that has one",
+                    s.at,
+                    files()
+                ),
+            ));
+        };
+        check_mirror(&found.uri).map_err(|e| {
+            with_manifest(
+                m,
+                format!(
+                    "{}: the build host's apt source {} for suite '{suite}': {e}; add mirror = \"http://...\" to the entry, or set CAIRN_APT_SOURCES to an apt sources file with an http:// mirror",
+                    s.at, found.at
+                ),
+            )
+        })?;
+        tracing::info!(
+            "apt: suite {suite} from {} (the build host's source at {})",
+            found.uri,
+            found.at
+        );
+        out.push(found.uri.clone());
+    }
+    Ok(out)
+}
+
 fn stale(m: &Manifest, path: &Path) -> BuildError {
     BuildError::Apt(format!(
         "{}: out of date: the apt content of {} (packages, suites, components or baseline) changed since it was written; run `cairn lock --update {}`",
@@ -114,7 +198,7 @@ pub fn prepare(
     if sources.is_empty() {
         return Ok(None);
     }
-    let path = lock_path(&m.file);
+    let path = m.lock_file.clone();
     let existing = Lock::read(&path)?;
     match existing {
         Some(lock) if lock.inputs == inputs_hash(&sources) => {
@@ -146,7 +230,7 @@ pub fn lock(
             "has no [[content]] of type \"apt\"; there is nothing to lock",
         ));
     }
-    let path = lock_path(&m.file);
+    let path = m.lock_file.clone();
     let existing = Lock::read(&path)?;
     if !update {
         if let Some(lock) = &existing {
@@ -208,6 +292,7 @@ fn resolve_and_download(
         ));
     }
     progress.stage("apt: indexes");
+    let mirrors = mirrors(m, sources, opts)?;
     let cache = opts.cache()?;
     // One archive client per keyring (entries may trust different keys).
     let mut archives: BTreeMap<PathBuf, Archive> = BTreeMap::new();
@@ -226,12 +311,12 @@ fn resolve_and_download(
     let apt_err = |e: cairn_apt::Error| with_manifest(m, e);
     let mut b = UniverseBuilder::new("amd64");
     let mut releases = Vec::new();
-    for s in sources {
+    for (s, mirror) in sources.iter().zip(&mirrors) {
         let Some(archive) = archives.get(&s.keyring.path) else {
             continue;
         };
         for suite in &s.suites {
-            let rel = archive.release(&s.mirror, suite).map_err(apt_err)?;
+            let rel = archive.release(mirror, suite).map_err(apt_err)?;
             if let Some(why) = &rel.from_cache {
                 progress.warn(&format!("{}: using the cached InRelease: {why}", rel.url));
             }
@@ -241,7 +326,7 @@ fn resolve_and_download(
                     .map_err(|e| apt_err(cairn_apt::Error::Index(e)))?;
             }
             releases.push(LockedRelease {
-                url: rel.url.clone(),
+                suite: suite.clone(),
                 sha256: cairn_apt::hex_encode(&rel.inrelease_sha256),
                 date: rel
                     .release
@@ -286,7 +371,7 @@ fn resolve_and_download(
                 name: d.name,
                 version: d.version,
                 architecture: d.architecture,
-                url: d.url,
+                filename: p.filename.clone(),
                 size: d.size,
                 sha256: cairn_apt::hex_encode(&d.sha256),
                 suite: u.origin(p).suite.clone(),
@@ -298,7 +383,6 @@ fn resolve_and_download(
     let lock = Lock {
         version: LOCK_VERSION,
         inputs: inputs_hash(sources),
-        mirrors: sources.iter().map(|s| s.mirror.clone()).collect(),
         releases,
         packages: out.iter().map(|(p, _)| p.clone()).collect(),
     };
@@ -306,7 +390,7 @@ fn resolve_and_download(
         lock,
         Prepared {
             debs: out,
-            lock_path: lock_path(&m.file),
+            lock_path: m.lock_file.clone(),
             lock_written: false,
             downloaded,
         },
@@ -324,16 +408,23 @@ fn parse_sha256(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The locked URL, moved to the entry's current mirror.
-fn locked_url(lock: &Lock, sources: &[&AptSource], url: &str) -> String {
-    for (old, s) in lock.mirrors.iter().zip(sources) {
-        if let Some(rest) = url.strip_prefix(old.as_str()) {
-            if rest.starts_with('/') {
-                return format!("{}{rest}", s.mirror);
-            }
-        }
+/// Where a locked package is fetched from: the mirror of the apt entry
+/// that lists its suite, joined with its archive path. `None` when no entry
+/// lists the suite or the path is not a plain relative path (a stale or
+/// hand-edited lock).
+fn locked_url(sources: &[&AptSource], mirrors: &[String], p: &LockedPackage) -> Option<String> {
+    let f = &p.filename;
+    let plain = !f.is_empty()
+        && !f.starts_with('/')
+        && f.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && !f
+            .bytes()
+            .any(|b| b <= b' ' || b == 0x7f || b == b'?' || b == b'#');
+    if !plain {
+        return None;
     }
-    url.to_string()
+    let i = sources.iter().position(|s| s.suites.contains(&p.suite))?;
+    Some(format!("{}/{f}", mirrors.get(i)?))
 }
 
 /// Gets exactly the locked .debs, from the cache when there (no network
@@ -353,10 +444,11 @@ fn fetch_locked(
     progress: &dyn Progress,
 ) -> Result<Prepared, BuildError> {
     progress.stage("apt: locked .debs");
-    if lock.mirrors.len() != sources.len() {
-        return Err(stale(m, path));
-    }
     let cache = opts.cache()?;
+    // Mirrors are looked up only when a .deb is not in the cache: a fully
+    // cached build needs neither the network nor the host's apt sources.
+    let entry_mirrors: std::sync::OnceLock<Result<Vec<String>, BuildError>> =
+        std::sync::OnceLock::new();
     let transport = HttpTransport::default();
     let listed_in = format!("the lock file {}", path.display());
     let mut pkgs: Vec<&LockedPackage> = lock.packages.iter().collect();
@@ -389,7 +481,19 @@ fn fetch_locked(
         } else {
             String::new()
         };
-        let url = locked_url(lock, sources, &p.url);
+        let mirrors = match entry_mirrors.get_or_init(|| mirrors(m, sources, opts)) {
+            Ok(v) => v,
+            Err(e) => return Err(BuildError::Apt(e.to_string())),
+        };
+        let url = locked_url(sources, mirrors, p).ok_or_else(|| {
+            BuildError::Apt(format!(
+                "{what}: no apt entry of {} lists its suite '{}', or its filename '{}' is not a path in the archive; run `cairn lock --update {}`",
+                m.file.display(),
+                p.suite,
+                p.filename,
+                m.file.display()
+            ))
+        })?;
         match cache.fetch(
             &transport,
             std::slice::from_ref(&url),
@@ -462,13 +566,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sha256_hex_and_mirror_mapping() {
+    fn sha256_hex_and_locked_urls() {
         let h = "00".repeat(31) + "ff";
         assert_eq!(parse_sha256(&h).unwrap()[31], 0xff);
         assert!(parse_sha256("zz").is_none());
-        let src = AptSource {
-            mirror: "http://127.0.0.1:9/debian".into(),
-            suites: vec!["bookworm".into()],
+        let entry = |suites: &[&str]| AptSource {
+            mirror: None,
+            suites: suites.iter().map(|s| s.to_string()).collect(),
             components: vec!["main".into()],
             keyring: crate::manifest::SourcePath {
                 path: "k.gpg".into(),
@@ -479,20 +583,47 @@ mod tests {
             baseline: AptBaseline::None,
             at: "m.toml:1:1".into(),
         };
-        let lock = Lock {
-            version: LOCK_VERSION,
-            inputs: String::new(),
-            mirrors: vec!["http://deb.debian.org/debian".into()],
-            releases: vec![],
-            packages: vec![],
-        };
-        assert_eq!(
-            locked_url(
-                &lock,
-                &[&src],
-                "http://deb.debian.org/debian/pool/main/h/hello/hello.deb"
-            ),
-            "http://127.0.0.1:9/debian/pool/main/h/hello/hello.deb"
+        let (main, security) = (
+            entry(&["bookworm", "bookworm-updates"]),
+            entry(&["bookworm-security"]),
         );
+        let sources = [&main, &security];
+        let mirrors = [
+            "http://127.0.0.1:9/debian".to_string(),
+            "file:///srv/security".to_string(),
+        ];
+        let pkg = |suite: &str, filename: &str| LockedPackage {
+            name: "hello".into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            filename: filename.into(),
+            size: 1,
+            sha256: h.clone(),
+            suite: suite.into(),
+        };
+        let url = |p: &LockedPackage| locked_url(&sources, &mirrors, p);
+        assert_eq!(
+            url(&pkg("bookworm-updates", "pool/main/h/hello/hello.deb")).as_deref(),
+            Some("http://127.0.0.1:9/debian/pool/main/h/hello/hello.deb")
+        );
+        assert_eq!(
+            url(&pkg(
+                "bookworm-security",
+                "pool/updates/main/h/hello/hello.deb"
+            ))
+            .as_deref(),
+            Some("file:///srv/security/pool/updates/main/h/hello/hello.deb")
+        );
+        assert_eq!(url(&pkg("trixie", "pool/main/h/hello/hello.deb")), None);
+        for bad in [
+            "",
+            "/etc/passwd",
+            "pool/../../x.deb",
+            "pool//x.deb",
+            "pool/x.deb?y",
+            "pool/a b.deb",
+        ] {
+            assert_eq!(url(&pkg("bookworm", bad)), None, "{bad:?}");
+        }
     }
 }

@@ -486,7 +486,15 @@ fn assemble(
                     }
                     let (data, release) = take_deb_kernel(&mut a.tree)
                         .ok_or_else(|| not_one("no /boot/vmlinuz-* after all".into()))?;
-                    (data, Some(release), format!("{pkg} (apt content)"))
+                    // Name the locked package that shipped it, with its version.
+                    let locked = apt.and_then(|p| {
+                        let name = format!("linux-image-{release}");
+                        p.debs.iter().find(|(l, _)| l.name == name).map(|(l, _)| {
+                            format!("{name} {} from {}", l.version, p.lock_path.display())
+                        })
+                    });
+                    let source = locked.unwrap_or_else(|| format!("{pkg} (apt content)"));
+                    (data, Some(release), source)
                 }
             };
             Some(KernelInput {

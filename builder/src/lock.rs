@@ -9,6 +9,11 @@
 //! URLs and the keyring path are left out: another mirror serves the same
 //! files, which are checked against the locked SHA-256 anyway. A lock
 //! whose `inputs` does not match the manifest is stale.
+//!
+//! The lock names no mirror (version 2): a package is its `filename` in the
+//! archive (`pool/main/...`, as the `Packages` index lists it) and the
+//! `suite` it came from, which selects the apt entry, and so the mirror, to
+//! fetch it from at build time. The same lock works on any mirror.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,7 @@ use sha2::{Digest, Sha256};
 use crate::manifest::AptSource;
 
 /// The lock file format version written and understood.
-pub const LOCK_VERSION: u32 = 1;
+pub const LOCK_VERSION: u32 = 2;
 
 /// Errors reading or writing a lock file.
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +48,6 @@ pub struct Lock {
     /// SHA-256 (hex) of the apt inputs of the manifest (see the module
     /// documentation).
     pub inputs: String,
-    /// The mirror of each apt entry at lock time, in manifest order. A
-    /// locked URL starting with `mirrors[i]` is fetched from entry `i`'s
-    /// current mirror.
-    pub mirrors: Vec<String>,
     #[serde(default, rename = "release")]
     pub releases: Vec<LockedRelease>,
     #[serde(default, rename = "package")]
@@ -57,7 +58,8 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LockedRelease {
-    pub url: String,
+    /// `dists/<suite>/InRelease` of its entry's mirror.
+    pub suite: String,
     pub sha256: String,
     #[serde(default)]
     pub date: String,
@@ -71,7 +73,8 @@ pub struct LockedPackage {
     pub name: String,
     pub version: String,
     pub architecture: String,
-    pub url: String,
+    /// The path below the mirror, as the `Packages` index's `Filename`.
+    pub filename: String,
     pub size: u64,
     pub sha256: String,
     pub suite: String,
@@ -85,7 +88,8 @@ pub fn lock_path(manifest: &Path) -> PathBuf {
 /// SHA-256 (hex) over the resolution inputs of `sources`.
 pub fn inputs_hash(sources: &[&AptSource]) -> String {
     let mut h = Sha256::new();
-    h.update(format!("cairn-apt-lock v{LOCK_VERSION}\n"));
+    // Version 1 of what the hash covers (unchanged by lock format 2).
+    h.update("cairn-apt-lock v1\n");
     for s in sources {
         h.update("entry\n");
         for (k, list) in [
@@ -189,9 +193,8 @@ mod tests {
         let lock = Lock {
             version: LOCK_VERSION,
             inputs: "ab".into(),
-            mirrors: vec!["http://m/debian".into()],
             releases: vec![LockedRelease {
-                url: "http://m/debian/dists/bookworm/InRelease".into(),
+                suite: "bookworm".into(),
                 sha256: "00".into(),
                 date: "Sat, 01 Jan 2025 00:00:00 UTC".into(),
                 signed_by: vec!["F00D".into()],
@@ -200,7 +203,7 @@ mod tests {
                 name: "hello".into(),
                 version: "2.10-3".into(),
                 architecture: "amd64".into(),
-                url: "http://m/debian/pool/main/h/hello/hello_2.10-3_amd64.deb".into(),
+                filename: "pool/main/h/hello/hello_2.10-3_amd64.deb".into(),
                 size: 5,
                 sha256: "11".into(),
                 suite: "bookworm".into(),

@@ -74,6 +74,10 @@ enum Command {
         /// Cache for apt indexes and .debs (as for `cairn build`).
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Print the lock file's path and every locked package with its
+        /// verified file in the cache, as JSON on stdout.
+        #[arg(long)]
+        json: bool,
         /// No progress bars.
         #[arg(long, short)]
         quiet: bool,
@@ -330,11 +334,12 @@ fn run(cli: Cli) -> Result<()> {
             manifest,
             update,
             cache_dir,
+            json,
             quiet,
         } => {
             use cairn_builder::apt::{self, LockAction};
             let m = Manifest::load(&manifest)?;
-            let bars = Bars::new(quiet);
+            let bars = Bars::new(quiet || json);
             let (action, p) = apt::lock(&m, &apt_options(cache_dir), update, &bars)
                 .with_context(|| format!("locking the apt content of {}", manifest.display()))?;
             let what = match action {
@@ -342,6 +347,36 @@ fn run(cli: Cli) -> Result<()> {
                 LockAction::Updated => "updated",
                 LockAction::UpToDate => "up to date:",
             };
+            if json {
+                let packages: Vec<serde_json::Value> = p
+                    .debs
+                    .iter()
+                    .map(|(l, path)| {
+                        serde_json::json!({
+                            "name": l.name,
+                            "version": l.version,
+                            "architecture": l.architecture,
+                            "filename": l.filename,
+                            "suite": l.suite,
+                            "size": l.size,
+                            "sha256": l.sha256,
+                            "path": path,
+                        })
+                    })
+                    .collect();
+                let out = serde_json::json!({
+                    "lock": p.lock_path,
+                    "action": match action {
+                        LockAction::Created => "created",
+                        LockAction::Updated => "updated",
+                        LockAction::UpToDate => "up-to-date",
+                    },
+                    "downloaded": p.downloaded,
+                    "packages": packages,
+                });
+                emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
+                return Ok(());
+            }
             emit(&format!(
                 "{what} {} ({} packages, {} downloaded)\n",
                 p.lock_path.display(),

@@ -248,8 +248,9 @@ impl AptBaseline {
 /// archive. All apt entries of a manifest resolve together as one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AptSource {
-    /// `http://deb.debian.org/debian` (no trailing slash).
-    pub mirror: String,
+    /// The archive's URL (no trailing slash), when the manifest names one;
+    /// otherwise the build host's apt sources give it (`crate::apt`).
+    pub mirror: Option<String>,
     pub suites: Vec<String>,
     pub components: Vec<String>,
     /// The OpenPGP keyring that must have signed each suite's InRelease.
@@ -436,6 +437,13 @@ pub struct Manifest {
     pub file: PathBuf,
     /// Every file read, the named one last.
     pub files: Vec<PathBuf>,
+    /// The apt lock file: `<stem>.lock` beside the nearest file of the
+    /// `extends` chain (from the named one down) that declares apt inputs
+    /// (a `[[content]]` of type `apt` or `[kernel] package`), so that a
+    /// manifest which only extends another (other partition sizes, another
+    /// version) installs exactly the packages its base locked. Beside the
+    /// named file when no file declares any.
+    pub lock_file: PathBuf,
     pub image: ImageInfo,
     pub content: Vec<Content>,
     /// Resolved overlay directories, in merge order.
@@ -615,8 +623,17 @@ impl Manifest {
         let mut systemd = SystemdUnits::default();
         let mut files = Vec::new();
 
+        let mut lock_owner = file.to_path_buf();
         for (ctx, raw) in &chain {
             files.push(PathBuf::from(&ctx.shown));
+            let declares_apt = raw
+                .content
+                .iter()
+                .any(|c| *c.kind.get_ref() == ContentType::Apt)
+                || raw.kernel.as_ref().is_some_and(|k| k.package.is_some());
+            if declares_apt {
+                lock_owner = PathBuf::from(&ctx.shown);
+            }
             if let Some(img) = &raw.image {
                 name = img.name.clone().or(name);
                 version = img.version.clone().or(version);
@@ -821,6 +838,7 @@ impl Manifest {
         Ok(Manifest {
             file: file.to_path_buf(),
             files,
+            lock_file: crate::lock::lock_path(&lock_owner),
             image: ImageInfo {
                 seed: seed.unwrap_or_else(|| name.clone()),
                 name,
@@ -980,6 +998,21 @@ fn content_entry(ctx: &FileCtx, c: &RawContent) -> Result<Content, ManifestError
     })
 }
 
+/// A mirror URL Cairn's apt client cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error("mirror '{0}' must be an http:// (or file:///) URL without spaces; https is not needed: InRelease signatures and hashes protect the data")]
+pub struct BadMirror(pub String);
+
+/// An apt mirror must be an `http://` or `file:///` URL without spaces.
+pub fn check_mirror(m: &str) -> Result<(), BadMirror> {
+    if !(m.starts_with("http://") || m.starts_with("file:///"))
+        || m.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(BadMirror(m.to_string()));
+    }
+    Ok(())
+}
+
 /// Checks a `type = "apt"` entry.
 fn apt_entry(
     ctx: &FileCtx,
@@ -999,20 +1032,14 @@ fn apt_entry(
             )));
         }
     }
-    let Some(mirror) = &c.mirror else {
-        return Err(err(
-            "content of type 'apt' needs 'mirror', e.g. \"http://deb.debian.org/debian\"".into(),
-        ));
+    let m = match &c.mirror {
+        None => None,
+        Some(mirror) => {
+            let m = mirror.get_ref().trim().trim_end_matches('/').to_string();
+            check_mirror(&m).map_err(|why| ctx.err_at(mirror.span(), why.to_string()))?;
+            Some(m)
+        }
     };
-    let m = mirror.get_ref().trim().trim_end_matches('/').to_string();
-    if !(m.starts_with("http://") || m.starts_with("file:///"))
-        || m.bytes().any(|b| b <= b' ' || b == 0x7f)
-    {
-        return Err(ctx.err_at(
-            mirror.span(),
-            format!("mirror '{m}' must be an http:// (or file:///) URL without spaces; https is not needed: InRelease signatures and hashes protect the data"),
-        ));
-    }
     let word = |what: &str, v: &str| -> Result<(), ManifestError> {
         let ok = !v.is_empty()
             && !v.starts_with('.')
@@ -1157,6 +1184,7 @@ mod tests {
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
         let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, text).unwrap();
         p
     }
@@ -1338,19 +1366,57 @@ mod tests {
     }
 
     #[test]
+    fn lock_file_is_beside_the_file_that_declares_the_apt_content() {
+        let d = tempfile::tempdir().unwrap();
+        let apt = "[[content]]\ntype = \"apt\"\nsuites = [\"bookworm\"]\nkeyring = \"k.gpg\"\npackages = [\"busybox-static\"]\n";
+        write(d.path(), "base.toml", &format!("{MIN}{apt}"));
+        // Only extends: the base's lock, so the same packages.
+        let child = write(
+            d.path(),
+            "sub/child.toml",
+            "extends = \"../base.toml\"\n[image]\nversion = \"2\"\n",
+        );
+        assert_eq!(
+            Manifest::load(&child).unwrap().lock_file,
+            d.path().join("base.lock")
+        );
+        // Adds a kernel package: its own lock.
+        let kernel = write(
+            d.path(),
+            "kernel.toml",
+            "extends = \"base.toml\"\n[kernel]\npackage = \"linux-image-amd64\"\n",
+        );
+        assert_eq!(
+            Manifest::load(&kernel).unwrap().lock_file,
+            d.path().join("kernel.lock")
+        );
+        let grandchild = write(d.path(), "g.toml", "extends = \"kernel.toml\"\n");
+        assert_eq!(
+            Manifest::load(&grandchild).unwrap().lock_file,
+            d.path().join("kernel.lock")
+        );
+        // No apt content anywhere: beside the named file.
+        let plain = write(d.path(), "plain.toml", MIN);
+        assert_eq!(
+            Manifest::load(&plain).unwrap().lock_file,
+            d.path().join("plain.lock")
+        );
+    }
+
+    #[test]
     fn apt_content_parses_with_defaults_and_positioned_errors() {
         let d = tempfile::tempdir().unwrap();
         let p = write(
             d.path(),
             "m.toml",
             &format!(
-                "{MIN}[[content]]\ntype = \"apt\"\nmirror = \"http://deb.debian.org/debian/\"\nsuites = [\"bookworm\", \"bookworm-updates\"]\nkeyring = \"keys/debian.gpg\"\npackages = [\"hello\"]\n"
+                "{MIN}[[content]]\ntype = \"apt\"\nmirror = \"http://mirror.example/debian/\"\nsuites = [\"bookworm\", \"bookworm-updates\"]\nkeyring = \"keys/debian.gpg\"\npackages = [\"hello\"]\n"
             ),
         );
         let m = Manifest::load(&p).unwrap();
         let a = m.apt_sources();
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].mirror, "http://deb.debian.org/debian");
+        assert_eq!(a[0].mirror.as_deref(), Some("http://mirror.example/debian"));
         assert_eq!(a[0].components, ["main"]);
         assert_eq!(a[0].baseline, AptBaseline::None);
         assert_eq!(a[0].keyring.path, d.path().join("keys/debian.gpg"));
@@ -1368,11 +1434,13 @@ mod tests {
             e.contains(":7:10: mirror 'https://x/debian' must be an http://"),
             "{e}"
         );
-        let e = bad(&format!("type = \"apt\"\n{k}"));
-        assert!(
-            e.contains(":6:8: content of type 'apt' needs 'mirror'"),
-            "{e}"
+        // No mirror: the build host's apt sources give it at build time.
+        let p = write(
+            d.path(),
+            "c.toml",
+            &format!("{MIN}[[content]]\ntype = \"apt\"\n{k}"),
         );
+        assert_eq!(Manifest::load(&p).unwrap().apt_sources()[0].mirror, None);
         let e = bad("type = \"apt\"\nmirror = \"http://x\"\nsuites = [\"bookworm\"]\n");
         assert!(
             e.contains("needs 'keyring'") && e.contains("debian-archive-keyring"),

@@ -1,5 +1,6 @@
 //! `[[content]] type = "apt"` against the real Debian archive (network):
-//! http://deb.debian.org/debian (`CAIRN_APT_MIRROR`), bookworm, with
+//! the build host's own mirror for bookworm, from its apt sources
+//! (`CAIRN_APT_MIRROR` overrides it), with
 //! /usr/share/keyrings/debian-archive-keyring.gpg (`CAIRN_APT_KEYRING`,
 //! from the debian-archive-keyring package). `CAIRN_APT_SKIP_NETWORK=1`
 //! skips these tests, saying so; otherwise an unreachable mirror fails them
@@ -33,8 +34,22 @@ fn env_or(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// `$CAIRN_APT_MIRROR`, else the mirror this machine's apt uses for
+/// bookworm.
 fn mirror() -> String {
-    env_or("CAIRN_APT_MIRROR", "http://deb.debian.org/debian")
+    if let Some(m) = std::env::var("CAIRN_APT_MIRROR")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return m;
+    }
+    let host = cairn_apt::HostSources::read_dir(Path::new("/etc/apt"))
+        .unwrap_or_else(|e| panic!("reading /etc/apt: {e}"));
+    host.mirror_for("bookworm")
+        .map(|s| s.uri.clone())
+        .unwrap_or_else(|| {
+            panic!("this machine's apt sources name no Debian mirror; set CAIRN_APT_MIRROR")
+        })
 }
 
 fn keyring() -> PathBuf {
@@ -77,11 +92,18 @@ fn apt_opts(cache: &Path) -> AptOptions {
     o
 }
 
+/// A manifest of `packages` from bookworm; an empty `mirror` writes none
+/// (the build host's sources give it).
 fn write_manifest(dir: &Path, mirror: &str, packages: &[&str]) -> PathBuf {
     let list: Vec<String> = packages.iter().map(|p| format!("{p:?}")).collect();
+    let mirror = if mirror.is_empty() {
+        String::new()
+    } else {
+        format!("mirror = \"{mirror}\"\n")
+    };
     let text = format!(
         "[image]\nname = \"apt\"\nversion = \"1\"\nchannel = \"test\"\nsource-date-epoch = 1700000000\n\
-         [[content]]\ntype = \"apt\"\nmirror = \"{mirror}\"\nsuites = [\"bookworm\"]\n\
+         [[content]]\ntype = \"apt\"\n{mirror}suites = [\"bookworm\"]\n\
          keyring = \"{}\"\npackages = [{}]\n{SMALL_PARTITIONS}",
         keyring().display(),
         list.join(", ")
@@ -92,6 +114,10 @@ fn write_manifest(dir: &Path, mirror: &str, packages: &[&str]) -> PathBuf {
 }
 
 fn try_build(manifest: &Path, out: &Path, cache: &Path) -> Result<Built, BuildError> {
+    try_build_with(manifest, out, &apt_opts(cache))
+}
+
+fn try_build_with(manifest: &Path, out: &Path, opts: &AptOptions) -> Result<Built, BuildError> {
     let m = Manifest::load(manifest).unwrap();
     let (efi, init) = common::fake_boot_binaries();
     image::build_with_apt(
@@ -104,7 +130,7 @@ fn try_build(manifest: &Path, out: &Path, cache: &Path) -> Result<Built, BuildEr
             init: Some(init),
             update_engine: None,
         },
-        &apt_opts(cache),
+        opts,
         &Quiet,
     )
 }
@@ -151,13 +177,16 @@ fn locked_offline_rebuild_is_byte_identical() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted, "packages are sorted by name");
-    assert_eq!(lock.mirrors, [mirror()]);
     assert_eq!(lock.releases.len(), 1);
+    assert_eq!(lock.releases[0].suite, "bookworm");
     assert_eq!(lock.releases[0].sha256.len(), 64);
     assert!(!lock.releases[0].signed_by.is_empty());
+    // The lock names no mirror: it holds on any of them.
+    let host = mirror().split('/').nth(2).unwrap().to_string();
+    assert!(!std::fs::read_to_string(&lock_file).unwrap().contains(&host));
     for p in &lock.packages {
-        assert!(p.url.starts_with(&mirror()), "{}", p.url);
-        assert!(p.url.ends_with(".deb"), "{}", p.url);
+        assert!(p.filename.starts_with("pool/main/"), "{}", p.filename);
+        assert!(p.filename.ends_with(".deb"), "{}", p.filename);
         assert_eq!(p.suite, "bookworm");
         assert!(!p.version.is_empty());
         let cached = cache.join("apt/by-hash/sha256").join(&p.sha256);
@@ -407,10 +436,20 @@ fn tampered_download_is_refused() {
     .unwrap();
     let n = evil.len();
     evil[n / 2] ^= 1;
+    // The manifest names no mirror: the build host's apt sources (here a
+    // deb822 file standing for /etc/apt) send the download to the evil one.
     let evil_mirror = serve_forever(evil);
-    write_manifest(d.path(), &evil_mirror, &["hello"]);
+    write_manifest(d.path(), "", &["hello"]);
+    let sources = d.path().join("evil.sources");
+    std::fs::write(
+        &sources,
+        format!("Types: deb\nURIs: {evil_mirror}/\nSuites: bookworm\nComponents: main\n"),
+    )
+    .unwrap();
+    let mut opts = apt_opts(&private);
+    opts.host_sources = sources;
     let out = d.path().join("out");
-    let e = try_build(&manifest, &out, &private)
+    let e = try_build_with(&manifest, &out, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("package hello "), "{e}");
