@@ -38,8 +38,14 @@ pub fn workspace() -> PathBuf {
 
 fn env_path(var: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
-        panic!("{var} is not set: run the QEMU tests through `cargo xtask test`, which builds cairn-boot.efi, cairn-init and cairn-update and passes them as CAIRN_BOOT_EFI, CAIRN_INIT and CAIRN_UPDATE")
+        panic!("{var} is not set: run the QEMU tests through `cargo xtask test`, which builds cairn-boot.efi, cairn-init, cairn-update and the cairn CLI and passes them as CAIRN_BOOT_EFI, CAIRN_INIT, CAIRN_UPDATE and CAIRN_CLI")
     })
+}
+
+/// The release `cairn` CLI that `cargo xtask test` built (`CAIRN_CLI`),
+/// for tests that run the commands a user types.
+pub fn cairn_cli() -> PathBuf {
+    env_path("CAIRN_CLI")
 }
 
 /// Build options for a test image: output in `out_dir`, the previous
@@ -93,11 +99,8 @@ impl Vm {
     /// Boots `image` (written in place: the boot manager's GPT updates
     /// persist, as on a real disk). `boot` numbers the log file.
     pub fn start(image: &Path, dir: &Path, boot: u32) -> Vm {
-        let lock = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let qemu_bin = qemu::find_qemu().unwrap_or_else(|e| panic!("{e}"));
         let (ovmf, vars) = firmware(dir);
-        let log = dir.join(format!("serial-{boot}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let vm = VmConfig {
             image: image.to_path_buf(),
             vars,
@@ -106,12 +109,21 @@ impl Vm {
             snapshot: false,
             no_reboot: true,
         };
-        let mut child = qemu::command(&qemu_bin, &ovmf, &vm)
+        Vm::spawn(qemu::command(&qemu_bin, &ovmf, &vm), dir, boot)
+    }
+
+    /// Starts `cmd`, a QEMU command line or a program that runs QEMU with
+    /// the serial console on its stdio (`cairn run`), as the test VM.
+    pub fn spawn(mut cmd: std::process::Command, dir: &Path, boot: u32) -> Vm {
+        let lock = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let log = dir.join(format!("serial-{boot}.log"));
+        let out = File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(out.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(out)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", qemu_bin.display()));
+            .unwrap_or_else(|e| panic!("starting {:?}: {e}", cmd.get_program()));
         let stdin = child.stdin.take();
         Vm {
             child,

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{deb_cache, fetch_debs, run, workspace_root};
+use crate::{apt_get_download, deb_cache, run, workspace_root};
 
 /// A typical server /usr: kernel modules, LLVM, perl, python, locales,
 /// systemd and the usual base packages (about 350 MB installed).
@@ -186,7 +186,7 @@ veritysetup format "$d" "$h" >/dev/null
 "#;
 
 pub fn run_bench(args: &Args) -> Result<()> {
-    fetch_debs(BENCH_DEBS)?;
+    apt_get_download(BENCH_DEBS)?;
     let dir = workspace_root().join(&args.dir);
     std::fs::create_dir_all(&dir)?;
     let tree = unpack_tree(&dir)?;

@@ -1,11 +1,12 @@
 //! Developer tasks for Cairn. Run as `cargo xtask <task>`:
 //!
-//! - `image`: fetch the Debian packages the default manifest needs and
-//!   build `manifests/qemu.toml` into `out/`.
-//! - `test`: install (or name) missing prerequisites, fetch the test
-//!   packages, then run fmt, clippy and the whole test suite.
-//! - `fetch-debs`: download the Debian packages used by manifests, tests and
-//!   benchmarks into `.cache/debs`.
+//! - `image`: build `manifests/qemu.toml` into `out/` (its packages, the
+//!   kernel among them, are those of `manifests/qemu.lock`).
+//! - `test`: install (or name) missing prerequisites (`apt-packages.txt`),
+//!   fetch the locked test packages, then run fmt, clippy and the whole
+//!   test suite.
+//! - `fetch-debs`: put the packages of `test-debs.lock` that the tests
+//!   unpack into `.cache/debs` (with `--bench`, also the benchmarks').
 //! - `bench`: build a large real Debian tree with Cairn and with
 //!   systemd-repart and compare wall time and peak RSS.
 //! - `bench-update`: update payloads between two real Debian trees
@@ -61,46 +62,38 @@ enum Task {
     BenchHost(bench_host::Args),
 }
 
-/// Packages the default image is built from.
-pub const IMAGE_DEBS: &[&str] = &["busybox-static", "linux-image-amd64"];
-/// Packages unpacked into the "real distribution tree" tests.
-/// (The cloud kernel is the depmod oracle test's input; the generic one is
-/// in IMAGE_DEBS.)
-pub const TEST_DEBS: &[&str] = &[
-    "libc6",
-    "coreutils",
-    "busybox-static",
-    "perl-base",
-    "linux-image-cloud-amd64",
-];
+/// The Debian packages the development commands need, with the file that
+/// proves each is installed and which command needs it (`image` or
+/// `test`). .ci/run reads the same file.
+const APT_PACKAGES: &str = include_str!("../apt-packages.txt");
 
-/// Debian packages (apt names) providing the tools tests use as oracles,
-/// with one binary each that proves the package is there.
-const APT_PREREQS: &[(&str, &str)] = &[
-    ("e2fsprogs", "e2fsck"),
-    ("e2fsprogs", "debugfs"),
-    ("dosfstools", "fsck.vfat"),
-    ("mtools", "mdir"),
-    ("gdisk", "sgdisk"),
-    ("vboot-utils", "cgpt"),
-    ("cryptsetup-bin", "veritysetup"),
-    ("attr", "getfattr"),
-    ("busybox-static", "busybox"),
-    ("cpio", "cpio"),
-    ("zstd", "zstd"),
-    ("curl", "curl"),
-    // The apt tests verify the real archive's InRelease with it.
-    (
-        "debian-archive-keyring",
-        "/usr/share/keyrings/debian-archive-keyring.gpg",
-    ),
-    ("qemu-system-x86", "qemu-system-x86_64"),
-    ("ovmf", "/usr/share/OVMF/OVMF_CODE.fd"),
-    // Oracles for cairn-postinst: the real depmod and modprobe, and the
-    // trust store ca-certificates' own scripts made.
-    ("kmod", "depmod"),
-    ("ca-certificates", "/etc/ssl/certs/ca-certificates.crt"),
-];
+/// `(package, proof)` of every line of [`APT_PACKAGES`] for `purpose`, or of
+/// every line when `purpose` is `None`.
+fn apt_packages(purpose: Option<&str>) -> Vec<(&'static str, &'static str)> {
+    APT_PACKAGES
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_ascii_whitespace();
+            let (pkg, proof, what) = (w.next()?, w.next()?, w.next()?);
+            purpose.is_none_or(|p| p == what).then_some((pkg, proof))
+        })
+        .collect()
+}
+
+/// The manifest whose lock pins the real Debian packages the tests unpack.
+const TEST_DEBS_MANIFEST: &str = "xtask/test-debs.toml";
+
+/// The locked packages the tests read from `.cache/debs`: those the
+/// manifest names, and the versioned cloud kernel (its metapackage holds no
+/// kernel).
+fn is_test_deb(name: &str) -> bool {
+    ["libc6", "coreutils", "busybox-static", "perl-base"].contains(&name)
+        || (name.starts_with("linux-image-")
+            && name.ends_with("-cloud-amd64")
+            && name != "linux-image-cloud-amd64")
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,6 +130,19 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `cmd` with its stderr on ours and returns its stdout.
+fn run_output(cmd: &mut Command) -> Result<Vec<u8>> {
+    eprintln!("+ {cmd:?}");
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!("{:?} failed with {}", cmd.get_program(), out.status);
+    }
+    Ok(out.stdout)
+}
+
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let st = cmd
@@ -148,17 +154,9 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Installs missing apt packages when running as root on Debian, otherwise
-/// names exactly what to install.
-fn ensure_prereqs(extra: &[(&str, &str)]) -> Result<()> {
-    ensure_apt(&APT_PREREQS.iter().chain(extra).copied().collect::<Vec<_>>())
-}
-
-/// The C compiler for zstd's C code in the static (musl) update engine.
-const MUSL_CC: (&str, &str) = ("musl-tools", "x86_64-linux-musl-gcc");
-
-/// Installs the packages of `tools` whose binary is missing (as root on
-/// Debian), otherwise names exactly what to install.
+/// Installs the packages of `tools` whose proof is missing (as root on
+/// Debian, after `apt-get update`: the machine's package lists may be empty
+/// or older than the archive), otherwise names exactly what to install.
 fn ensure_apt(tools: &[(&str, &str)]) -> Result<()> {
     let missing: BTreeSet<&str> = tools
         .iter()
@@ -178,26 +176,22 @@ fn ensure_apt(tools: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     bail!(
-        "missing test prerequisites; install them with:\n    sudo apt-get install {}",
+        "missing prerequisites; install them with:\n    sudo apt-get install {}",
         list.join(" ")
     )
 }
 
-/// Downloads `pkgs` (and, for a metapackage such as linux-image-amd64, the
-/// package it depends on) with `apt-get download`, keeping one version of
-/// each.
-pub fn fetch_debs(pkgs: &[&str]) -> Result<()> {
+/// Downloads `pkgs` with `apt-get download` from the machine's package
+/// lists, keeping one version of each. Only the benchmarks use this; the
+/// images and the tests take locked packages.
+pub fn apt_get_download(pkgs: &[&str]) -> Result<()> {
     let cache = deb_cache();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-    let mut want: Vec<String> = Vec::new();
-    for p in pkgs {
-        want.push(resolve_meta(p)?);
-    }
     let existing: Vec<String> = std::fs::read_dir(&cache)?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    let todo: Vec<&String> = want
+    let todo: Vec<&&str> = pkgs
         .iter()
         .filter(|p| !existing.iter().any(|f| f.starts_with(&format!("{p}_"))))
         .collect();
@@ -211,33 +205,83 @@ pub fn fetch_debs(pkgs: &[&str]) -> Result<()> {
             cache.display()
         );
     }
-    let mut cmd = Command::new("apt-get");
-    cmd.arg("download")
+    if is_root() {
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+    }
+    run(Command::new("apt-get")
+        .arg("download")
         .arg("-q")
         .args(&todo)
-        .current_dir(&cache);
-    if run(&mut cmd).is_err() && is_root() {
-        // A fresh machine may have no package lists yet.
-        run(Command::new("apt-get").arg("update").arg("-q"))?;
-        run(&mut cmd)?;
-    }
-    Ok(())
+        .current_dir(&cache))
 }
 
-/// `linux-image-amd64` -> `linux-image-6.1.0-NN-amd64` (its first Depends).
-fn resolve_meta(pkg: &str) -> Result<String> {
-    if !pkg.ends_with("-amd64") || !pkg.starts_with("linux-image-") || pkg.contains("6.1") {
-        return Ok(pkg.to_string());
-    }
-    let out = Command::new("apt-cache")
-        .args(["depends", "--important", pkg])
+/// Puts exactly the locked test packages into `.cache/debs`: `cairn lock`
+/// verifies (and if needed downloads) the packages of [`TEST_DEBS_MANIFEST`]'s
+/// lock into Cairn's cache; each one the tests read is linked into the deb
+/// cache under its archive file name, and other versions of it there are
+/// removed, so that no glob in a test ever matches two.
+pub fn fetch_test_debs() -> Result<()> {
+    let out = cairn()
+        .args(["lock", "--json", "--quiet", TEST_DEBS_MANIFEST])
+        .stderr(std::process::Stdio::inherit())
         .output()
-        .context("running apt-cache depends (is this a Debian system?)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .map(|s| s.trim().to_string())
-        .with_context(|| format!("apt-cache depends {pkg}: no Depends line; run apt-get update"))
+        .context("running cairn lock")?;
+    if !out.status.success() {
+        bail!("cairn lock {TEST_DEBS_MANIFEST} failed with {}", out.status);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading the output of cairn lock --json")?;
+    let cache = deb_cache();
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    let packages = v["packages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for p in packages {
+        let (Some(name), Some(filename), Some(path)) = (
+            p["name"].as_str(),
+            p["filename"].as_str(),
+            p["path"].as_str(),
+        ) else {
+            bail!("cairn lock --json: a package without name, filename or path: {p}");
+        };
+        if !is_test_deb(name) {
+            continue;
+        }
+        let file = filename.rsplit('/').next().unwrap_or(filename);
+        let kernel = name.starts_with("linux-image-");
+        for e in std::fs::read_dir(&cache)? {
+            let e = e?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            let same_package = n.starts_with(&format!("{name}_"))
+                || (kernel && n.starts_with("linux-image-") && n.contains("-cloud-amd64_"));
+            if same_package && n != file {
+                eprintln!("removing {} (not the locked {file})", e.path().display());
+                std::fs::remove_file(e.path())?;
+            }
+        }
+        let dst = cache.join(file);
+        let tmp = cache.join(format!(".{file}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(path, &tmp).is_err() {
+            std::fs::copy(path, &tmp)
+                .with_context(|| format!("copying {path} to {}", tmp.display()))?;
+        }
+        std::fs::rename(&tmp, &dst).with_context(|| format!("renaming to {}", dst.display()))?;
+    }
+    eprintln!(
+        "test packages: {} (from {})",
+        packages
+            .iter()
+            .filter_map(|p| p["name"]
+                .as_str()
+                .filter(|n| is_test_deb(n))
+                .map(|n| { format!("{n} {}", p["version"].as_str().unwrap_or("?")) }))
+            .collect::<Vec<_>>()
+            .join(", "),
+        v["lock"].as_str().unwrap_or(TEST_DEBS_MANIFEST)
+    );
+    Ok(())
 }
 
 /// The cargo target directory (honours CARGO_TARGET_DIR).
@@ -262,7 +306,7 @@ pub struct TargetBinaries {
 /// engine.
 pub fn build_boot_binaries() -> Result<TargetBinaries> {
     const TARGETS: [&str; 2] = ["x86_64-unknown-uefi", "x86_64-unknown-linux-musl"];
-    ensure_apt(&[MUSL_CC])?;
+    ensure_apt(&apt_packages(Some("image")))?;
     if have("rustup") {
         let installed = Command::new("rustup")
             .args(["target", "list", "--installed"])
@@ -361,28 +405,36 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.task {
         Task::Image { manifest, out } => {
-            fetch_debs(IMAGE_DEBS)?;
             let bins = build_boot_binaries()?;
             ensure_dev_key()?;
-            run(cairn()
-                .arg("build")
-                .arg(&manifest)
-                .arg("--out")
-                .arg(&out)
-                .arg("--boot-efi")
-                .arg(&bins.boot_efi)
-                .arg("--init")
-                .arg(&bins.init)
-                .arg("--update-engine")
-                .arg(&bins.update_engine))?;
+            let built = run_output(
+                cairn()
+                    .arg("build")
+                    .arg(&manifest)
+                    .arg("--out")
+                    .arg(&out)
+                    .arg("--json")
+                    .arg("--boot-efi")
+                    .arg(&bins.boot_efi)
+                    .arg("--init")
+                    .arg(&bins.init)
+                    .arg("--update-engine")
+                    .arg(&bins.update_engine),
+            )?;
+            let report: serde_json::Value = serde_json::from_slice(&built)
+                .context("reading the build report that cairn build --json printed")?;
+            let image = out.join(report["file"].as_str().unwrap_or("?"));
+            let kernel = &report["kernel"];
             eprintln!(
-                "\nboot it with: cargo run --release --bin cairn -- run <the .img written above>"
+                "\nwrote {}\nkernel {} ({})\nlook at it:  cargo run --release --bin cairn -- inspect {0}\nboot it:     cargo run --release --bin cairn -- run {0}",
+                image.display(),
+                kernel["release"].as_str().unwrap_or("(none)"),
+                kernel["source"].as_str().unwrap_or("no [kernel] in the manifest"),
             );
         }
         Task::Test { no_lint } => {
-            ensure_prereqs(&[])?;
-            fetch_debs(TEST_DEBS)?;
-            fetch_debs(IMAGE_DEBS)?;
+            ensure_apt(&apt_packages(None))?;
+            fetch_test_debs()?;
             let bins = build_boot_binaries()?;
             ensure_dev_key()?;
             if !no_lint {
@@ -406,18 +458,19 @@ fn main() -> Result<()> {
                     "warnings",
                 ]))?;
             }
+            let cli = build_cairn_release()?;
             run(cargo()
                 .args(["test", "--workspace", "--release"])
+                .env("CAIRN_CLI", &cli)
                 .env("CAIRN_DEB_CACHE", deb_cache())
                 .env("CAIRN_BOOT_EFI", &bins.boot_efi)
                 .env("CAIRN_INIT", &bins.init)
                 .env("CAIRN_UPDATE", &bins.update_engine))?;
         }
         Task::FetchDebs { bench } => {
-            fetch_debs(IMAGE_DEBS)?;
-            fetch_debs(TEST_DEBS)?;
+            fetch_test_debs()?;
             if bench {
-                fetch_debs(bench::BENCH_DEBS)?;
+                apt_get_download(bench::BENCH_DEBS)?;
             }
         }
         Task::Bench(args) => bench::run_bench(&args)?,

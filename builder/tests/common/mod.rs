@@ -31,24 +31,26 @@ root = "32MiB"
 // ---------------------------------------------------------------------------
 // Outside tools
 
-/// The Debian package that provides each tool the tests use.
+/// The Debian package that provides each tool the tests use, from the one
+/// list that `cargo xtask` and .ci/run install from.
 fn package_of(tool: &str) -> &'static str {
-    match tool {
-        "e2fsck" | "debugfs" | "dumpe2fs" => "e2fsprogs",
-        "fsck.vfat" => "dosfstools",
-        "mdir" | "mcopy" => "mtools",
-        "sgdisk" => "gdisk",
-        "cgpt" => "vboot-utils",
-        "veritysetup" => "cryptsetup-bin",
-        "getfattr" => "attr",
-        "losetup" | "mount" | "umount" => "mount",
-        "dpkg-deb" => "dpkg",
-        "dd" | "sha256sum" | "mknod" | "mkfifo" => "coreutils",
-        "zstd" => "zstd",
-        "cpio" => "cpio",
-        "mtype" => "mtools",
-        _ => "<the package that provides it>",
-    }
+    const LIST: &str = include_str!("../../../xtask/apt-packages.txt");
+    let proof_names = |proof: &str| proof.rsplit('/').next() == Some(tool);
+    LIST.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let mut w = l.split_ascii_whitespace();
+            let (pkg, proof) = (w.next()?, w.next()?);
+            proof_names(proof).then_some(pkg)
+        })
+        .unwrap_or(match tool {
+            "dumpe2fs" => "e2fsprogs",
+            "mcopy" | "mtype" => "mtools",
+            "mount" | "umount" => "mount",
+            "dpkg-deb" => "dpkg",
+            "dd" | "sha256sum" | "mknod" | "mkfifo" => "coreutils",
+            _ => "<the package that provides it>",
+        })
 }
 
 /// Full path of `tool`; panics with the apt-get hint when it is missing, so
