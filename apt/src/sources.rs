@@ -339,8 +339,8 @@ Enabled: no
         .unwrap();
         let h = HostSources::read_dir(d.path()).unwrap();
         assert_eq!(h.files.len(), 3);
-        // a.list before b.sources: the main mirror for trixie is the first
-        // main-archive source, from a.list.
+        // b.sources lists trixie; sid is only in its disabled stanza, so it
+        // falls back to the first main-archive source: a.list's, read first.
         assert_eq!(
             h.mirror_for("trixie").unwrap().uri,
             "http://other.example/debian"

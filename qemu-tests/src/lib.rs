@@ -62,6 +62,24 @@ pub fn build_options(out_dir: PathBuf, base: Option<PathBuf>) -> BuildOptions {
     }
 }
 
+/// The release of the one versioned kernel package (`linux-image-<release>`,
+/// not its metapackage) that the lock file `lock` pins.
+pub fn locked_kernel_release(lock: &Path) -> String {
+    let lock = cairn_builder::lock::Lock::read(lock)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("{} is missing", lock.display()));
+    let releases: Vec<&str> = lock
+        .packages
+        .iter()
+        .filter_map(|p| p.name.strip_prefix("linux-image-"))
+        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    match releases.as_slice() {
+        [one] => one.to_string(),
+        other => panic!("the lock pins {} kernel packages: {other:?}", other.len()),
+    }
+}
+
 /// Where logs and per-test files go: `<target>/qemu-tests/<name>/`.
 pub fn work_dir(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

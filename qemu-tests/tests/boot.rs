@@ -19,7 +19,7 @@ use cairn_builder::manifest::Manifest;
 use cairn_builder::report::Report;
 use cairn_disk::device::FileDevice;
 use cairn_disk::gpt::Gpt;
-use cairn_qemu_tests::{build_options, work_dir, workspace, Vm};
+use cairn_qemu_tests::{build_options, locked_kernel_release, work_dir, workspace, Vm};
 
 const BOOT: Duration = Duration::from_secs(180);
 const CMD: Duration = Duration::from_secs(60);
@@ -162,6 +162,12 @@ fn default_image_boots_usr_a_with_verity_usr_and_writable_root() {
     assert_ne!(st, 0, "/usr must not be writable");
     let (v, _) = vm.run(". /usr/lib/os-release; echo \"v=$IMAGE_VERSION\"", CMD);
     assert!(v.contains(&format!("v={}", pristine().version)), "{v}");
+    // The kernel running is the one manifests/qemu.lock pins.
+    let (release, _) = vm.run("uname -r", CMD);
+    assert_eq!(
+        release.trim(),
+        locked_kernel_release(&workspace().join("manifests/qemu.lock"))
+    );
     // rcS brings the network up by DHCP (QEMU user networking hands out
     // 10.0.2.15 and routes through 10.0.2.2).
     let (addr, st) = vm.run(

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_builder::image::{self, Quiet};
 use cairn_builder::manifest::Manifest;
-use cairn_qemu_tests::{build_options, work_dir, workspace, Vm};
+use cairn_qemu_tests::{build_options, locked_kernel_release, work_dir, workspace, Vm};
 
 const BOOT: Duration = Duration::from_secs(300);
 const CMD: Duration = Duration::from_secs(120);
@@ -96,6 +96,12 @@ fn container_host_boots_to_running_and_runs_a_container() {
     vm.wait_for("(automatic login)", BOOT);
     // Kernel messages on the console would mix with command output.
     vm.run("dmesg -n 1", CMD);
+    // The kernel running is the one manifests/container-host.lock pins.
+    let (release, _) = vm.run("uname -r", CMD);
+    assert_eq!(
+        release.trim(),
+        locked_kernel_release(&workspace().join("manifests/container-host.lock"))
+    );
     let (out, _) = vm.run("systemctl is-system-running --wait", BOOT);
     let (failed, _) = vm.run("systemctl --failed --no-legend --plain --no-pager", CMD);
     assert_eq!(

@@ -224,12 +224,7 @@ pub fn run_bench_host(args: &Args) -> Result<()> {
             .arg(cache)
             .arg("-q")
             .arg("--json")
-            .arg("--boot-efi")
-            .arg(&bins.boot_efi)
-            .arg("--init")
-            .arg(&bins.init)
-            .arg("--update-engine")
-            .arg(&bins.update_engine)
+            .args(bins.build_args())
             .current_dir(&root);
         c
     };

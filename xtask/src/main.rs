@@ -302,6 +302,20 @@ pub struct TargetBinaries {
     pub update_engine: PathBuf,
 }
 
+impl TargetBinaries {
+    /// `cairn build`'s arguments that name them.
+    pub fn build_args(&self) -> [&std::ffi::OsStr; 6] {
+        [
+            "--boot-efi".as_ref(),
+            self.boot_efi.as_os_str(),
+            "--init".as_ref(),
+            self.init.as_os_str(),
+            "--update-engine".as_ref(),
+            self.update_engine.as_os_str(),
+        ]
+    }
+}
+
 /// Builds the UEFI boot manager, the static init and the static update
 /// engine.
 pub fn build_boot_binaries() -> Result<TargetBinaries> {
@@ -414,12 +428,7 @@ fn main() -> Result<()> {
                     .arg("--out")
                     .arg(&out)
                     .arg("--json")
-                    .arg("--boot-efi")
-                    .arg(&bins.boot_efi)
-                    .arg("--init")
-                    .arg(&bins.init)
-                    .arg("--update-engine")
-                    .arg(&bins.update_engine),
+                    .args(bins.build_args()),
             )?;
             let report: serde_json::Value = serde_json::from_slice(&built)
                 .context("reading the build report that cairn build --json printed")?;
