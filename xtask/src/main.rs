@@ -86,13 +86,37 @@ fn apt_packages(purpose: Option<&str>) -> Vec<(&'static str, &'static str)> {
 const TEST_DEBS_MANIFEST: &str = "xtask/test-debs.toml";
 
 /// The locked packages the tests read from `.cache/debs`: those the
-/// manifest names, and the versioned cloud kernel (its metapackage holds no
-/// kernel).
+/// manifest names, and the versioned kernels (`linux-image-<abi>-<flavour>`;
+/// their metapackages hold no kernel).
 fn is_test_deb(name: &str) -> bool {
     ["libc6", "coreutils", "busybox-static", "perl-base"].contains(&name)
-        || (name.starts_with("linux-image-")
-            && name.ends_with("-cloud-amd64")
-            && name != "linux-image-cloud-amd64")
+        || kernel_flavour(name).is_some()
+}
+
+/// `linux-image-6.1.0-57-cloud-amd64` -> `cloud-amd64`; `None` for anything
+/// but a versioned kernel package.
+fn kernel_flavour(package: &str) -> Option<&str> {
+    let rest = package.strip_prefix("linux-image-")?;
+    if !rest.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    // <upstream version>-<abi>-<flavour>
+    let mut parts = rest.splitn(3, '-');
+    let (_, _, flavour) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(flavour)
+}
+
+/// Whether `file` in the deb cache is another version of `package` (for a
+/// kernel: any kernel of the same flavour).
+fn same_package(file: &str, package: &str) -> bool {
+    let Some((file_package, _)) = file.split_once('_') else {
+        return false;
+    };
+    file_package == package
+        || matches!(
+            (kernel_flavour(file_package), kernel_flavour(package)),
+            (Some(a), Some(b)) if a == b
+        )
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -249,13 +273,10 @@ pub fn fetch_test_debs() -> Result<()> {
             continue;
         }
         let file = filename.rsplit('/').next().unwrap_or(filename);
-        let kernel = name.starts_with("linux-image-");
         for e in std::fs::read_dir(&cache)? {
             let e = e?;
             let n = e.file_name().to_string_lossy().into_owned();
-            let same_package = n.starts_with(&format!("{name}_"))
-                || (kernel && n.starts_with("linux-image-") && n.contains("-cloud-amd64_"));
-            if same_package && n != file {
+            if same_package(&n, name) && n != file {
                 eprintln!("removing {} (not the locked {file})", e.path().display());
                 std::fs::remove_file(e.path())?;
             }
@@ -487,4 +508,32 @@ fn main() -> Result<()> {
         Task::BenchHost(args) => bench_host::run_bench_host(&args)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_debs_and_their_other_versions() {
+        assert_eq!(
+            kernel_flavour("linux-image-6.1.0-57-cloud-amd64"),
+            Some("cloud-amd64")
+        );
+        assert_eq!(kernel_flavour("linux-image-6.1.0-57-amd64"), Some("amd64"));
+        assert_eq!(kernel_flavour("linux-image-amd64"), None);
+        assert!(is_test_deb("libc6") && !is_test_deb("libc6-dev"));
+        assert!(!is_test_deb("linux-image-cloud-amd64"));
+        let k = "linux-image-6.1.0-57-amd64";
+        assert!(same_package(
+            "linux-image-6.1.0-48-amd64_6.1.172-1_amd64.deb",
+            k
+        ));
+        assert!(!same_package(
+            "linux-image-6.1.0-48-cloud-amd64_6.1.172-1_amd64.deb",
+            k
+        ));
+        assert!(same_package("libc6_2.36-9_amd64.deb", "libc6"));
+        assert!(!same_package("libc6-dev_2.36-9_amd64.deb", "libc6"));
+    }
 }
