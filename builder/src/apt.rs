@@ -74,8 +74,14 @@ impl AptOptions {
             h.add_file(p).map(|()| h)
         };
         read.map_err(|e| {
+            let mut why = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                why.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
             BuildError::Apt(format!(
-                "{e:#}; the build host's apt sources give the mirror of apt content that names none (set CAIRN_APT_SOURCES to another sources file, or 'mirror' in the manifest)"
+                "{why}; the build host's apt sources give the mirror of apt content that names none (set CAIRN_APT_SOURCES to another sources file, or 'mirror' in the manifest)"
             ))
         })
     }

@@ -490,7 +490,9 @@ fn main() -> Result<()> {
             }
             let cli = build_cairn_release()?;
             run(cargo()
-                .args(["test", "--workspace", "--release"])
+                // Every test binary runs even after one fails, so that a
+                // run on a fresh machine shows all that is missing at once.
+                .args(["test", "--workspace", "--release", "--no-fail-fast"])
                 .env("CAIRN_CLI", &cli)
                 .env("CAIRN_DEB_CACHE", deb_cache())
                 .env("CAIRN_BOOT_EFI", &bins.boot_efi)
