@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::content::{Assembler, ContentError, Spill};
 use crate::layout::{derive_bytes, DiskLayout, Role, UsrLayout, BLOCK, SECTOR};
-use crate::manifest::{Content, KernelSource, Manifest, Override};
+use crate::manifest::{Content, KernelSource, Manifest, OutputFormat, Override};
 use crate::report::{
     hex, GptPrioReport, ImageReport, KernelReport, PartitionReport, Report, UsrReport,
     VerityReport, REPORT_VERSION,
@@ -71,6 +71,9 @@ pub enum BuildError {
     Tree(#[from] cairn_fstree::Error),
     #[error("initramfs: {0}")]
     Initramfs(#[from] crate::initramfs::InitramfsError),
+    /// Converting the raw image into another `[output] formats` entry.
+    #[error(transparent)]
+    Convert(Box<crate::formats::ConvertError>),
     /// apt content: resolution, download or verification failed.
     #[error("{0}")]
     Apt(String),
@@ -1168,6 +1171,21 @@ pub fn build_with_apt(
     if kernel.is_none() && warnings.is_empty() {
         warnings.push("no kernel".into());
     }
+    // The other formats, converted from the finished raw image into
+    // temporary files beside their final names.
+    let files_err = |e: crate::formats::ConvertError| BuildError::Convert(Box::new(e));
+    let mut written =
+        vec![crate::formats::raw_report(tmp.path(), &format!("{stem}.img")).map_err(files_err)?];
+    let mut converted = Vec::new();
+    for f in m.formats.iter().filter(|f| **f != OutputFormat::Raw) {
+        progress.stage(&format!("{} image", f.name()));
+        let name = format!("{stem}.{}", f.extension());
+        let c = crate::formats::convert(tmp.path(), *f, &opts.out_dir, &name, epoch)
+            .map_err(files_err)?;
+        progress.done(&format!("{name}: {} bytes", c.report.size));
+        written.push(c.report.clone());
+        converted.push((opts.out_dir.join(&name), c.file));
+    }
     let report = Report {
         report_version: REPORT_VERSION,
         image: ImageReport {
@@ -1205,10 +1223,12 @@ pub fn build_with_apt(
         kernel: boot.map(|b| b.report),
         postinst,
         warnings,
+        files: written,
     };
 
-    // Persist: report first under a temporary name, then the image, then
-    // the report, so the final names only ever hold complete files.
+    // Persist: report first under a temporary name, then the converted
+    // images, then the raw image, then the report, so the final names only
+    // ever hold complete files.
     let json = serde_json::to_vec_pretty(&report)
         .map_err(|e| io_at(&final_report)(io::Error::other(e)))?;
     let mut rtmp = tempfile::Builder::new()
@@ -1216,6 +1236,9 @@ pub fn build_with_apt(
         .tempfile_in(&opts.out_dir)
         .map_err(io_at(&opts.out_dir))?;
     io::Write::write_all(&mut rtmp, &json).map_err(io_at(rtmp.path()))?;
+    for (path, file) in converted {
+        file.persist(&path).map_err(|e| io_at(&path)(e.error))?;
+    }
     tmp.persist(&final_image)
         .map_err(|e| io_at(&final_image)(e.error))?;
     rtmp.persist(&final_report)

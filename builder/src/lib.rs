@@ -9,6 +9,8 @@
 //! - [`esp`], [`gpt`]: the FAT32 ESP and the partition table.
 //! - [`initramfs`]: the compressed cpio with `/init` and the module closure.
 //! - [`report`], [`inspect`]: the JSON build report and `cairn inspect`.
+//! - [`formats`]: `[output] formats` and `cairn convert` (qcow2, VMDK, VHD,
+//!   GCE) over `cairn-image-formats`.
 //! - [`publish`]: `cairn payload` / `cairn publish` over `cairn-payload`
 //!   and `cairn-repo`.
 //! - [`qemu`]: QEMU + OVMF command lines for `cairn run` and the boot tests.
@@ -16,6 +18,7 @@
 pub mod apt;
 pub mod content;
 pub mod esp;
+pub mod formats;
 pub mod gpt;
 pub mod image;
 pub mod initramfs;

@@ -52,6 +52,10 @@ enum Command {
         /// /usr/lib/cairn/cairn-update.
         #[arg(long, value_name = "BINARY")]
         update_engine: Option<PathBuf>,
+        /// Image formats to write besides the raw image (repeatable; replaces
+        /// the manifest's [output] formats): qcow2, vmdk, vhd, gce.
+        #[arg(long = "format", value_name = "FORMAT")]
+        formats: Vec<FormatArg>,
         /// Print the report as JSON on stdout instead of a table.
         #[arg(long)]
         json: bool,
@@ -62,6 +66,26 @@ enum Command {
         /// $XDG_CACHE_HOME/cairn, else ~/.cache/cairn.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+    },
+    /// Convert a raw image that `cairn build` wrote into another format
+    /// (written under a temporary name, then renamed).
+    Convert {
+        /// The raw image (`NAME_VERSION.img`).
+        image: PathBuf,
+        /// qcow2, vmdk (stream-optimized), vhd (fixed) or gce (tar.gz with
+        /// disk.raw, padded to a whole GiB).
+        #[arg(long)]
+        format: FormatArg,
+        /// The file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Time stamp for formats that carry one (VHD, GCE); default
+        /// $SOURCE_DATE_EPOCH, else 0.
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        source_date_epoch: Option<u64>,
+        /// Print the written file's format, name, size and SHA-256 as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Resolve the manifest's apt content and write the lock file beside it
     /// (MANIFEST with .lock), downloading and verifying every .deb. Without
@@ -266,6 +290,23 @@ fn apt_options(cache_dir: Option<PathBuf>) -> cairn_builder::apt::AptOptions {
 
 /// Writes to stdout; a closed pipe (`cairn inspect IMG | head`) is not an
 /// error.
+/// An `[output] formats` value on the command line.
+#[derive(Debug, Clone, Copy)]
+struct FormatArg(cairn_builder::manifest::OutputFormat);
+
+impl std::str::FromStr for FormatArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        use cairn_builder::manifest::OutputFormat as F;
+        [F::Raw, F::Qcow2, F::Vmdk, F::Vhd, F::Gce]
+            .into_iter()
+            .find(|f| f.name() == s)
+            .map(FormatArg)
+            .ok_or_else(|| format!("unknown format '{s}'; use raw, qcow2, vmdk, vhd or gce"))
+    }
+}
+
 fn emit(text: &str) -> Result<()> {
     use std::io::Write;
     match std::io::stdout().lock().write_all(text.as_bytes()) {
@@ -283,11 +324,15 @@ fn run(cli: Cli) -> Result<()> {
             boot_efi,
             init,
             update_engine,
+            formats,
             json,
             quiet,
             cache_dir,
         } => {
-            let m = Manifest::load(&manifest)?;
+            let mut m = Manifest::load(&manifest)?;
+            if !formats.is_empty() {
+                m.formats = formats.iter().map(|f| f.0).collect();
+            }
             let bars = Bars::new(quiet || json);
             let apt_opts = apt_options(cache_dir);
             let built = image::build_with_apt(
@@ -322,12 +367,17 @@ fn run(cli: Cli) -> Result<()> {
                     serde_json::to_string_pretty(&built.report)?
                 ))?;
             } else {
-                emit(&format!(
-                    "{}\nwrote {}\n      {}\n",
-                    inspect::summary_table(&built.report),
-                    built.image.display(),
-                    built.report_path.display()
-                ))?;
+                let mut text = format!("{}\n", inspect::summary_table(&built.report));
+                for f in &built.report.files {
+                    text.push_str(&format!(
+                        "wrote {} ({} bytes, sha256 {})\n",
+                        out.join(&f.file).display(),
+                        f.size,
+                        f.sha256
+                    ));
+                }
+                text.push_str(&format!("wrote {}\n", built.report_path.display()));
+                emit(&text)?;
             }
         }
         Command::Lock {
@@ -383,6 +433,37 @@ fn run(cli: Cli) -> Result<()> {
                 p.debs.len(),
                 p.downloaded
             ))?;
+        }
+        Command::Convert {
+            image,
+            format,
+            out,
+            source_date_epoch,
+            json,
+        } => {
+            let epoch = source_date_epoch
+                .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok()?.parse().ok())
+                .unwrap_or(0);
+            let f = cairn_builder::formats::convert_file(&image, format.0, &out, epoch)
+                .with_context(|| {
+                    format!(
+                        "converting {} to {} failed; {} was not written",
+                        image.display(),
+                        format.0.name(),
+                        out.display()
+                    )
+                })?;
+            if json {
+                emit(&format!("{}\n", serde_json::to_string_pretty(&f)?))?;
+            } else {
+                emit(&format!(
+                    "wrote {} ({}, {} bytes, sha256 {})\n",
+                    out.display(),
+                    f.format,
+                    f.size,
+                    f.sha256
+                ))?;
+            }
         }
         Command::Run {
             image,

@@ -329,8 +329,16 @@ struct RawOutput {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutputFormat {
-    /// A raw GPT disk image (sparse where possible).
+    /// A raw GPT disk image (sparse where possible); always written.
     Raw,
+    /// qcow2 version 3 (QEMU/KVM, OpenStack).
+    Qcow2,
+    /// Stream-optimized VMDK (EC2 import, VMware).
+    Vmdk,
+    /// Fixed VHD, size rounded up to a MiB (EC2 import, Azure).
+    Vhd,
+    /// GCE's `.tar.gz` holding `disk.raw`, padded to a whole GiB.
+    Gce,
 }
 
 /// The `[image]` table.

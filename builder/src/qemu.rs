@@ -73,6 +73,30 @@ pub fn find_qemu() -> Result<PathBuf, QemuError> {
         .ok_or(QemuError::NoQemu)
 }
 
+/// QEMU's name for the format of the disk image at `path`, from its magic
+/// bytes: `qcow2`, `vmdk`, `vpc` (VHD, footer at the end) or `raw` (also
+/// when the file cannot be read: QEMU then says why).
+pub fn disk_format(path: &Path) -> &'static str {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = std::fs::File::open(path) else {
+        return "raw";
+    };
+    let mut head = [0u8; 4];
+    if f.read_exact_at(&mut head, 0).is_ok() {
+        match &head {
+            b"QFI\xfb" => return "qcow2",
+            b"KDMV" => return "vmdk",
+            _ => {}
+        }
+    }
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut footer = [0u8; 8];
+    if len >= 512 && f.read_exact_at(&mut footer, len - 512).is_ok() && &footer == b"conectix" {
+        return "vpc";
+    }
+    "raw"
+}
+
 /// How to run a VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -109,10 +133,14 @@ pub fn command(qemu: &Path, ovmf: &Ovmf, vm: &VmConfig) -> Command {
         "if=pflash,format=raw,unit=1,file={}",
         vm.vars.display()
     ));
+    let format = disk_format(&vm.image);
+    // QEMU cannot rewrite a stream-optimized VMDK's compressed grains in
+    // place: the guest's writes go to a throw-away overlay.
+    let snapshot = vm.snapshot || format == "vmdk";
     c.arg("-drive").arg(format!(
-        "if=virtio,format=raw,file={}{}",
+        "if=virtio,format={format},file={}{}",
         vm.image.display(),
-        if vm.snapshot { ",snapshot=on" } else { "" }
+        if snapshot { ",snapshot=on" } else { "" }
     ));
     let mut netdev = String::from("user,id=net0");
     for (h, g) in &vm.forwards {

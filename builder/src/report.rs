@@ -26,6 +26,22 @@ pub struct Report {
     #[serde(default)]
     pub postinst: crate::postinst::PostinstReport,
     pub warnings: Vec<String>,
+    /// Every file the build wrote besides this report: the raw image
+    /// first, then one per other `[output] formats` entry.
+    #[serde(default)]
+    pub files: Vec<FileReport>,
+}
+
+/// One written image file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileReport {
+    /// `raw`, `qcow2`, `vmdk`, `vhd` or `gce`.
+    pub format: String,
+    /// File name, in the output folder.
+    pub file: String,
+    pub size: u64,
+    /// SHA-256 (hex) of the whole file.
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -452,3 +452,28 @@ fn the_image_gpt_is_what_the_boot_manager_reads() {
     assert!(gpt.is_healthy());
     assert_eq!(cgpt(&["show", "-i", "3", "-P"], &b.image), "1");
 }
+
+/// The qcow2 and stream-optimized VMDK conversions of the default image
+/// boot like the raw one (QEMU reads them through its own drivers; the
+/// VMDK's writes go to a snapshot overlay).
+#[test]
+fn qcow2_and_vmdk_outputs_boot() {
+    use cairn_builder::manifest::OutputFormat;
+    let b = pristine();
+    for format in [OutputFormat::Qcow2, OutputFormat::Vmdk] {
+        let dir = work_dir(&format!("boot-{}", format.name()));
+        let disk = dir.join(format!("disk.{}", format.extension()));
+        cairn_builder::formats::convert_file(&b.image, format, &disk, 0)
+            .unwrap_or_else(|e| panic!("converting to {}: {e}", format.name()));
+        assert_eq!(cairn_builder::qemu::disk_format(&disk), format.name());
+        let mut vm = Vm::start(&disk, &dir, 1);
+        vm.wait_for(&format!("cairn: cairn-qemu {} is up", b.version), BOOT);
+        let (mounts, st) = vm.run("grep ' /usr ' /proc/mounts", CMD);
+        assert_eq!(st, 0, "{mounts}");
+        assert!(
+            mounts.starts_with("/dev/dm-") && mounts.contains(" /usr ext4 ro"),
+            "/usr is not the verity device, read-only: {mounts}"
+        );
+        vm.poweroff(CMD);
+    }
+}
