@@ -69,7 +69,7 @@ use flate2::{Compression, GzBuilder};
 use tar::{EntryType, GnuExtSparseHeader, Header};
 
 use crate::output::Out;
-use crate::source::{source_size, Piece, Scanner};
+use crate::source::{check_same_size, source_size, Piece, Scanner};
 use crate::{Error, Format, RawSource};
 
 const BLOCK: u64 = 4096;
@@ -205,12 +205,7 @@ where
         format: Format::Gce,
         what,
     };
-    let size_now = source_size(src)?;
-    if size_now != size {
-        return Err(changed(format!(
-            "its size went from {size} to {size_now} bytes"
-        )));
-    }
+    check_same_size(src, size, Format::Gce)?;
     let mut stored = 0u64;
     let mut run = 0usize;
     let mut scanner = Scanner::new(src, size, BLOCK);

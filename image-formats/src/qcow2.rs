@@ -54,7 +54,7 @@ use std::fmt;
 use std::io::Write;
 
 use crate::output::{round_up, Out};
-use crate::source::{source_size, Piece, Scanner};
+use crate::source::{check_same_size, source_size, Piece, Scanner};
 use crate::{Error, Format, RawSource};
 
 const CLUSTER_BITS: u32 = 16;
@@ -224,12 +224,7 @@ where
         format: Format::Qcow2,
         what,
     };
-    let size_now = source_size(src)?;
-    if size_now != size {
-        return Err(changed(format!(
-            "its size went from {size} to {size_now} bytes"
-        )));
-    }
+    check_same_size(src, size, Format::Qcow2)?;
     let mut stored = 0u64;
     let mut scanner = Scanner::new(src, size, CLUSTER);
     while let Some(piece) = scanner.next_piece()? {

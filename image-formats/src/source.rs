@@ -104,6 +104,22 @@ pub(crate) fn source_size<S: RawSource + ?Sized>(src: &S) -> Result<u64, Error> 
     src.size().map_err(Error::SourceSize)
 }
 
+/// Before a second pass: the image must still be `size` bytes long.
+pub(crate) fn check_same_size<S: RawSource + ?Sized>(
+    src: &S,
+    size: u64,
+    format: crate::Format,
+) -> Result<(), Error> {
+    let size_now = source_size(src)?;
+    if size_now != size {
+        return Err(Error::SourceChanged {
+            format,
+            what: format!("its size went from {size} to {size_now} bytes"),
+        });
+    }
+    Ok(())
+}
+
 /// Fills `buf` from `offset`; an early end of the image is an error.
 pub(crate) fn read_exact_at<S: RawSource + ?Sized>(
     src: &S,
