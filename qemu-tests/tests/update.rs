@@ -118,7 +118,7 @@ impl Line {
         std::fs::write(
             &manifest,
             format!(
-                "extends = \"{ws}/manifests/qemu.toml\"\n{extra}\n[image]\nversion = \"{version}\"\n\n[partitions]\nesp = \"40MiB\"\nusr = \"640MiB\"\nusr-boot-area = \"64MiB\"\noem = \"16MiB\"\nroot = \"128MiB\"\n\n[update]\nurl = \"{url}\"\nkeys = [\"{keys}/release.pub\"]\ninterval = 10\njitter = 2\nhealth-check-attempts = 2\nhealth-check-retry-delay = 2\n",
+                "extends = \"{ws}/manifests/qemu.toml\"\n{extra}\n[image]\nversion = \"{version}\"\n\n[partitions]\nesp = \"40MiB\"\nusr = \"640MiB\"\nusr-boot-area = \"64MiB\"\noem = \"16MiB\"\nroot = \"256MiB\"\n\n[update]\nurl = \"{url}\"\nkeys = [\"{keys}/release.pub\"]\ninterval = 10\njitter = 2\nhealth-check-attempts = 2\nhealth-check-retry-delay = 2\n",
                 ws = workspace().display(),
                 url = self.url(self.name),
                 keys = self.dir.join("keys").display(),
