@@ -35,6 +35,27 @@ fn assert_identical(args: &[&str]) {
     );
 }
 
+/// `qemu-img compare` of the raw image and `out` in `format`: identical.
+fn assert_same_as_raw(raw: &Path, format: &str, out: &Path) {
+    assert_identical(&[
+        "compare",
+        "-f",
+        "raw",
+        "-F",
+        format,
+        path_str(raw),
+        path_str(out),
+    ]);
+}
+
+/// `qemu-img info --output=json -f FORMAT PATH`.
+fn info_json(format: &str, path: &Path) -> String {
+    run(
+        "qemu-img",
+        &["info", "--output=json", "-f", format, path_str(path)],
+    )
+}
+
 fn assert_clean_check(format: &str, path: &Path) -> String {
     let (ok, text) = run_status("qemu-img", &["check", "-f", format, path_str(path)]);
     assert!(
@@ -58,20 +79,9 @@ fn verify_qcow2(raw: &RawImage, out: &Path, summary: &cairn_image_formats::Qcow2
         check.contains(&format!("Image end offset: {file_len}")),
         "{check}"
     );
-    assert_identical(&[
-        "compare",
-        "-f",
-        "raw",
-        "-F",
-        "qcow2",
-        path_str(&raw.path),
-        path_str(out),
-    ]);
+    assert_same_as_raw(&raw.path, "qcow2", out);
 
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "qcow2", path_str(out)],
-    );
+    let info = info_json("qcow2", out);
     assert_eq!(json_number(&info, "virtual-size"), virtual_size, "{info}");
     assert_eq!(json_number(&info, "cluster-size"), CLUSTER, "{info}");
     assert!(
@@ -168,20 +178,9 @@ fn vmdk_is_clean_identical_deterministic_and_sparse() {
     let virtual_size = round_up(raw.size, 512);
 
     assert_clean_check("vmdk", &out);
-    assert_identical(&[
-        "compare",
-        "-f",
-        "raw",
-        "-F",
-        "vmdk",
-        path_str(&raw.path),
-        path_str(&out),
-    ]);
+    assert_same_as_raw(&raw.path, "vmdk", &out);
 
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "vmdk", path_str(&out)],
-    );
+    let info = info_json("vmdk", &out);
     assert_eq!(json_number(&info, "virtual-size"), virtual_size, "{info}");
     assert!(
         info.contains("\"create-type\": \"streamOptimized\""),
@@ -248,19 +247,8 @@ fn vmdk_options_reach_the_descriptor() {
     };
     write_vmdk(&raw.open(), create(&out), &options).unwrap();
     assert_clean_check("vmdk", &out);
-    assert_identical(&[
-        "compare",
-        "-f",
-        "raw",
-        "-F",
-        "vmdk",
-        path_str(&raw.path),
-        path_str(&out),
-    ]);
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "vmdk", path_str(&out)],
-    );
+    assert_same_as_raw(&raw.path, "vmdk", &out);
+    let info = info_json("vmdk", &out);
     assert_eq!(json_number(&info, "cid"), 0xdead_beef, "{info}");
     let text = String::from_utf8_lossy(&fs::read(&out).unwrap()[512..512 * 21]).into_owned();
     assert!(text.contains("ddb.adapterType = \"ide\""), "{text}");
@@ -312,10 +300,7 @@ fn vhd_is_identical_deterministic_mib_aligned_and_sparse_on_disk() {
     ]);
 
     // Without the option QEMU uses the CHS geometry (rounded down).
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "vpc", path_str(&sparse_path)],
-    );
+    let info = info_json("vpc", &sparse_path);
     let chs_size = summary.geometry.total_sectors() * 512;
     assert_eq!(json_number(&info, "virtual-size"), chs_size, "{info}");
     assert!(chs_size <= padded);
@@ -329,10 +314,7 @@ fn vhd_is_identical_deterministic_mib_aligned_and_sparse_on_disk() {
         ..VhdOptions::default()
     };
     write_vhd(&raw.open(), create(&win_path), &win).unwrap();
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "vpc", path_str(&win_path)],
-    );
+    let info = info_json("vpc", &win_path);
     assert_eq!(json_number(&info, "virtual-size"), padded, "{info}");
 
     // Zero blocks and padding are holes: only the data takes disk space.
@@ -414,10 +396,7 @@ fn vhd_over_127_gib_uses_the_maximum_geometry() {
     compare_footer_with_qemu(dir.path(), size);
     let path = dir.path().join(format!("{size}.ours.vhd"));
     // And QEMU then takes the current size even for an unknown creator.
-    let info = run(
-        "qemu-img",
-        &["info", "--output=json", "-f", "vpc", path_str(&path)],
-    );
+    let info = info_json("vpc", &path);
     assert_eq!(json_number(&info, "virtual-size"), size, "{info}");
     assert!(allocated_bytes(&path) < 16 * MIB);
 }
